@@ -1,0 +1,40 @@
+# The two commands: `make run` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit lint venv services-up services-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: broker, PostgreSQL, worker, projector, API and a demo stream; Ctrl-C stops all
+run: $(STAMP)
+	bash deploy/run.sh
+
+## make test: unit, integration and e2e tests against a real Kafka and PostgreSQL
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services projections tests
+	$(VENV)/bin/mypy services projections
+
+services-up:
+	bash deploy/local.sh up
+
+services-down:
+	bash deploy/local.sh down
+
+clean:
+	bash deploy/local.sh down || true
+	rm -rf .local $(VENV)

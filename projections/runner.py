@@ -1,0 +1,103 @@
+"""Follows the event store's notification log and feeds every projection, page by page.
+
+SQLite's recorder cannot subscribe (FACTS.md), so the runner polls
+`select_notifications` for both backends: one code path, and idle polls are cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+from projections.base import Projection
+from services.store.database import Database
+from services.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+CREATE_POSITIONS = (
+    "CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+)
+SELECT_POSITION = "SELECT position FROM projection_positions WHERE name = ?"
+SAVE_POSITION = (
+    "INSERT INTO projection_positions (name, position) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+)
+
+Progress = Callable[[int, int], None]
+
+
+class ProjectionRunner:
+    def __init__(
+        self, ledger: Ledger, database: Database, projections: Sequence[Projection], page: int = 5000
+    ) -> None:
+        self._ledger = ledger
+        self._db = database
+        self.projections = list(projections)
+        self._page = page
+
+    def setup(self) -> None:
+        with self._db.transaction() as cur:
+            cur.execute(CREATE_POSITIONS)
+            for projection in self.projections:
+                for statement in projection.create_statements:
+                    cur.execute(statement)
+
+    def positions(self) -> dict[str, int]:
+        rows = dict(self._db.query("SELECT name, position FROM projection_positions"))
+        return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
+
+    def reset(self) -> None:
+        """Drops every read model: the next run rebuilds them from the first event."""
+        with self._db.transaction() as cur:
+            for projection in self.projections:
+                for table in projection.tables:
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+                cur.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
+        self.setup()
+
+    def run_once(self) -> int:
+        """Processes at most one page per projection; returns notifications processed."""
+        done = 0
+        for projection in self.projections:
+            done += self._advance(projection)
+        return done
+
+    def catch_up(self, progress: Progress | None = None) -> int:
+        total = 0
+        while (n := self.run_once()) > 0:
+            total += n
+            if progress is not None:
+                progress(min(self.positions().values()), self._ledger.last_position())
+        return total
+
+    def run_forever(self, should_stop: Callable[[], bool], idle_seconds: float = 0.2) -> None:
+        self.setup()
+        while not should_stop():
+            if self.run_once() == 0:
+                time.sleep(idle_seconds)
+
+    def _advance(self, projection: Projection) -> int:
+        rows = self._db.query(SELECT_POSITION, (projection.name,))
+        position = int(rows[0][0]) if rows else 0
+        notifications = self._ledger.store.select_notifications(
+            start=position, limit=self._page, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        to_event = self._ledger.mapper.to_domain_event
+        with self._db.transaction() as cur:
+            for notification in notifications:
+                event = to_event(notification)
+                projection.handle(cur, UUID(str(notification.originator_id)), event, notification.id)
+            cur.execute(SAVE_POSITION, (projection.name, notifications[-1].id))
+        return len(notifications)
+
+
+def default_projections(lowest_tier: str) -> list[Projection]:
+    from projections.balances import BalancesProjection
+    from projections.ledger_entries import LedgerEntriesProjection
+
+    return [BalancesProjection(lowest_tier), LedgerEntriesProjection()]

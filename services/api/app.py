@@ -1,0 +1,112 @@
+"""`loyalty api`: the read models as HTTP JSON (CONTRACT section 4). Handlers only read."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from projections.runner import ProjectionRunner
+from services.bootstrap import Context
+from services.domain.member import Member
+from services.status import gather_status
+from services.store.database import Database
+
+SELECT_MEMBER = (
+    "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
+    "FROM member_balances WHERE aggregate_id = ?"
+)
+SELECT_LEDGER = (
+    "SELECT at, kind, points, balance, event_id, detail, version FROM ledger_entries "
+    "WHERE aggregate_id = ? ORDER BY version"
+)
+SELECT_TOP = (
+    "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
+    "FROM member_balances ORDER BY balance DESC, member_id LIMIT ?"
+)
+SELECT_TIERS = "SELECT tier, COUNT(*) FROM member_balances GROUP BY tier"
+
+CONTEXT = web.AppKey("context", Context)
+DATABASE = web.AppKey("database", Database)
+RUNNER = web.AppKey("runner", ProjectionRunner)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _query(request: web.Request, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    return await asyncio.to_thread(request.app[DATABASE].query, sql, params)
+
+
+def _member_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    member_id, balance, tier, qp, lifetime, last_at = row
+    return {
+        "member_id": member_id,
+        "balance": int(balance),
+        "tier": tier,
+        "qualifying_points": int(qp),
+        "lifetime_points": int(lifetime),
+        "last_event_at": last_at,
+    }
+
+
+async def get_member(request: web.Request) -> web.Response:
+    member_id = request.match_info["member_id"]
+    rows = await _query(request, SELECT_MEMBER, (str(Member.create_id(member_id)),))
+    if not rows:
+        return _error(404, f"unknown member {member_id!r}")
+    return web.json_response(_member_json(rows[0]))
+
+
+async def list_members(request: web.Request) -> web.Response:
+    """Members by balance, highest first: `?limit=N` (1-1000, default 20)."""
+    raw = request.query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        return _error(400, f"limit must be an integer from 1 to 1000, not {raw!r}")
+    rows = await _query(request, SELECT_TOP, (int(raw),))
+    return web.json_response({"members": [_member_json(r) for r in rows]})
+
+
+async def get_ledger(request: web.Request) -> web.Response:
+    member_id = request.match_info["member_id"]
+    aggregate_id = str(Member.create_id(member_id))
+    if not await _query(request, SELECT_MEMBER, (aggregate_id,)):
+        return _error(404, f"unknown member {member_id!r}")
+    rows = await _query(request, SELECT_LEDGER, (aggregate_id,))
+    entries = [
+        {"at": at, "kind": kind, "points": int(points), "balance": int(balance), "event_id": event_id,
+         "detail": detail, "version": int(version)}
+        for at, kind, points, balance, event_id, detail, version in rows
+    ]
+    return web.json_response({"member_id": member_id, "entries": entries})
+
+
+async def get_tiers(request: web.Request) -> web.Response:
+    counts = {tier.name: 0 for tier in request.app[CONTEXT].program.tiers}
+    for tier, n in await _query(request, SELECT_TIERS):
+        counts[tier] = int(n)
+    return web.json_response({"members_per_tier": counts})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    positions = await asyncio.to_thread(request.app[RUNNER].positions)
+    status = await gather_status(
+        context.ledger, positions, context.settings.kafka_bootstrap, context.settings.topics.inputs
+    )
+    return web.json_response(status)
+
+
+def create_app(context: Context, database: Database, runner: ProjectionRunner) -> web.Application:
+    app = web.Application()
+    app[CONTEXT] = context
+    app[DATABASE] = database
+    app[RUNNER] = runner
+    app.router.add_get("/members", list_members)
+    app.router.add_get("/members/{member_id}", get_member)
+    app.router.add_get("/members/{member_id}/ledger", get_ledger)
+    app.router.add_get("/metrics/tiers", get_tiers)
+    app.router.add_get("/status", get_status)
+    return app

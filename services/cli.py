@@ -1,0 +1,130 @@
+"""`loyalty`: the one console script (CONTRACT section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from projections.runner import ProjectionRunner, default_projections
+from services.bootstrap import Context, build
+from services.store.database import connect
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 timestamp: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"timestamp needs a UTC offset: {text!r}")
+    return parsed.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description="Event-sourced loyalty ledger")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run the ingest workers (faust) until stopped")
+    sub.add_parser("projector", help="run the projection workers until stopped")
+    sub.add_parser("api", help="serve the HTTP API")
+    publish = sub.add_parser("publish", help="send a JSON Lines file of events to their topics")
+    publish.add_argument("file", type=Path)
+    sweep = sub.add_parser("sweep", help="expiry and tier review of every member as of T")
+    sweep.add_argument("--as-of", type=_parse_time, required=True, dest="as_of")
+    sub.add_parser("status", help="store position, projection positions, consumer lag")
+    demo = sub.add_parser("demo", help="write a generated demo stream as JSON Lines")
+    demo.add_argument("file", type=Path)
+    demo.add_argument("--members", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "demo":
+        from services.demo import write_demo
+
+        n = write_demo(args.file, members=args.members, seed=args.seed, now=datetime.now(UTC))
+        print(f"demo: {n} events written to {args.file}")
+        return 0
+    if args.command == "publish":
+        from services.config import Settings
+        from services.publish import publish_file
+
+        settings = Settings.from_env()
+        report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
+        print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
+        return 0 if report.unroutable == 0 else 1
+    context = build()
+    if args.command == "worker":
+        from services.ingest.worker import run_worker
+
+        sys.argv = [sys.argv[0], "worker"]
+        run_worker(context)
+        return 0
+    if args.command == "projector":
+        return _projector(context)
+    if args.command == "api":
+        return _api(context)
+    if args.command == "sweep":
+        service = context.ingest_service()
+        written = service.sweep(context.ledger.member_ids(), args.as_of)
+        print(f"sweep as of {args.as_of.isoformat()}: {written} events")
+        return 0
+    if args.command == "status":
+        from services.status import gather_status
+
+        runner = _runner(context)
+        status = asyncio.run(
+            gather_status(
+                context.ledger, runner.positions(), context.settings.kafka_bootstrap,
+                context.settings.topics.inputs,
+            )
+        )
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    raise AssertionError(args.command)
+
+
+def _runner(context: Context) -> ProjectionRunner:
+    runner = ProjectionRunner(
+        context.ledger, connect(context.settings.database_url), default_projections(context.program.tiers[0].name)
+    )
+    runner.setup()
+    return runner
+
+
+def _projector(context: Context) -> int:
+    runner = _runner(context)
+    stop = {"now": False}
+
+    def request_stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logging.getLogger("loyalty.projector").info("projector following the event store")
+    runner.run_forever(lambda: stop["now"])
+    return 0
+
+
+def _api(context: Context) -> int:
+    from aiohttp import web
+
+    from services.api.app import create_app
+
+    runner = _runner(context)
+    app = create_app(context, connect(context.settings.database_url), runner)
+    web.run_app(app, host=context.settings.api_host, port=context.settings.api_port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

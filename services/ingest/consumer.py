@@ -1,0 +1,164 @@
+"""The Kafka side of ingestion: batches in, dead letters out, offsets sought from the store.
+
+faust's per-message stream machinery tops out near 6,000 messages/s on these machines
+(FACTS.md), so the hot path reads with aiokafka's `getmany` and hands whole batches to
+the ingest service; faust hosts this loop (see worker.py) for lifecycle, timers and
+the web status page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from services.ingest.messages import DeadLetter, InputMessage
+from services.ingest.service import IngestService
+from services.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The store, not Kafka's committed offset, says where each partition resumes."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, ledger: Ledger, service: IngestService) -> None:
+        self._consumer = consumer
+        self._ledger = ledger
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # Another worker may write these members next: our cached copies would go stale.
+        if revoked:
+            self._service.members.clear()
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            position = await asyncio.to_thread(self._ledger.input_position, tp.topic, tp.partition)
+            if position is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, position + 1)
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class IngestLoop:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: str,
+        topics: Sequence[str],
+        dead_letter_topic: str,
+        ledger: Ledger,
+        service: IngestService,
+        batch_max: int,
+        batch_seconds: float,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._group = group
+        self._topics = tuple(topics)
+        self._dead_letter_topic = dead_letter_topic
+        self._ledger = ledger
+        self._service = service
+        self._batch_max = batch_max
+        self._batch_seconds = batch_seconds
+        self.totals: dict[str, int] = {}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self._batch_max,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        )
+        consumer.subscribe(
+            topics=list(self._topics),
+            listener=SeekToStoredPositions(consumer, self._ledger, self._service),
+        )
+        await _start_with_retry(consumer)
+        await _start_with_retry(producer)
+        try:
+            while not stopping.is_set():
+                messages = await self._next_batch(consumer, stopping)
+                if messages:
+                    await self._process(consumer, producer, messages)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _next_batch(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> list[InputMessage]:
+        batch: list[InputMessage] = []
+        deadline = time.monotonic() + self._batch_seconds
+        while len(batch) < self._batch_max and not stopping.is_set():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 and batch:
+                break
+            records = await consumer.getmany(
+                timeout_ms=max(left_ms, 50), max_records=self._batch_max - len(batch)
+            )
+            for tp, rows in records.items():
+                batch.extend(
+                    InputMessage(tp.topic, tp.partition, r.offset, r.key, r.value) for r in rows
+                )
+            if not records and not batch:
+                deadline = time.monotonic() + self._batch_seconds
+        return batch
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, messages: list[InputMessage]
+    ) -> None:
+        decoded, dead = self._service.decode(messages)
+        # Dead letters are published before the store takes their offsets in: a crash
+        # in between redelivers them (at-least-once on the dead-letter topic; readers
+        # dedupe on source.topic/partition/offset), but never loses one.
+        await self._publish_dead_letters(producer, dead)
+        report = await asyncio.to_thread(self._service.commit, decoded, dead)
+        for outcome, n in report.outcomes.items():
+            self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
+        # For lag tools only: the store's positions are what a restart resumes from.
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for m in messages:
+            offsets[TopicPartition(m.topic, m.partition)] = OffsetAndMetadata(m.offset + 1, "")
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("Kafka offset commit failed (the store has them): %s", exc)
+
+    async def _publish_dead_letters(self, producer: AIOKafkaProducer, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        futures = [
+            await producer.send(
+                self._dead_letter_topic,
+                value=letter.message.value,
+                key=letter.message.key,
+                headers=letter.headers(),
+            )
+            for letter in dead
+        ]
+        await asyncio.gather(*futures)
+
+
+async def _start_with_retry(client: AIOKafkaConsumer | AIOKafkaProducer, attempts: int = 30) -> None:
+    # A fresh broker may not have a group coordinator for the first seconds (FACTS.md).
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.start()
+            return
+        except KafkaError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("Kafka not ready (%s); retrying", exc)
+            await asyncio.sleep(1)

@@ -1,0 +1,206 @@
+"""The ingest application service: a batch of input messages in, one store commit out.
+
+Messages are decoded first (dead letters do not depend on the store), then decided
+against member aggregates kept in memory between batches, then committed together
+with the batch's input positions, receipts and counts. A conflicting commit (another
+writer touched one of our members, or another worker took our partition) evicts what
+the batch touched and decides again from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from eventsourcing.persistence import IntegrityError
+
+from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
+from services.domain.member import Member, Outcome
+from services.ingest.messages import DeadLetter, Decoded, InputMessage
+from services.program import Program
+from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.ledger import Ledger
+from services.validation import Decoder, InvalidEvent
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class BatchReport:
+    outcomes: dict[MessageOutcome, int] = field(default_factory=dict)
+    skipped: int = 0  # messages already taken in by the store (a redelivery after a crash)
+
+
+class MemberCache:
+    """Aggregates kept between batches; a miss loads from the store."""
+
+    def __init__(self, ledger: Ledger, maxsize: int = 200_000) -> None:
+        self._ledger = ledger
+        self._maxsize = maxsize
+        self._members: OrderedDict[str, Member] = OrderedDict()
+
+    def get(self, member_id: str) -> Member:
+        member = self._members.get(member_id)
+        if member is None:
+            member = self._ledger.member(member_id) or Member.register(member_id)
+            self._members[member_id] = member
+            if len(self._members) > self._maxsize:
+                self._members.popitem(last=False)
+        else:
+            self._members.move_to_end(member_id)
+        return member
+
+    def evict(self, member_ids: Iterable[str]) -> None:
+        for member_id in member_ids:
+            self._members.pop(member_id, None)
+
+    def clear(self) -> None:
+        self._members.clear()
+
+
+class IngestService:
+    def __init__(self, ledger: Ledger, program: Program, decoder: Decoder) -> None:
+        self._ledger = ledger
+        self._program = program
+        self._decoder = decoder
+        self.members = MemberCache(ledger)
+
+    def decode(self, messages: Sequence[InputMessage]) -> tuple[list[Decoded], list[DeadLetter]]:
+        decoded: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        for message in messages:
+            try:
+                decoded.append(Decoded(message, self._decoder.decode(message.topic, message.value)))
+            except InvalidEvent as exc:
+                dead.append(DeadLetter(message, str(exc)))
+        return decoded, dead
+
+    def commit(self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]) -> BatchReport:
+        """Decides and commits; call only once the dead letters are safely published."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
+            touched: dict[str, Member] = {}
+            try:
+                checkpoint = self._decide(fresh_decoded, fresh_dead, touched)
+                self._ledger.commit(list(touched.values()), checkpoint)
+            except IntegrityError as exc:
+                self.members.evict(touched)
+                log.warning("commit conflict (attempt %d): %s; deciding again", attempt, exc)
+                continue
+            except BaseException:
+                # Pending events of a failed decision must never reach a later commit.
+                self.members.evict(touched)
+                raise
+            report = BatchReport(skipped=skipped)
+            for (_, outcome), n in checkpoint.counts.items():
+                key = MessageOutcome(outcome)
+                report.outcomes[key] = report.outcomes.get(key, 0) + n
+            return report
+        raise RuntimeError(f"batch still conflicts after {MAX_ATTEMPTS} attempts")
+
+    def _not_yet_stored(
+        self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]
+    ) -> tuple[list[Decoded], list[DeadLetter], int]:
+        # A message at or below the stored position was taken in by an earlier commit
+        # (ours before a crash, or another worker's before a rebalance): never again.
+        positions: dict[tuple[str, int], int] = {}
+
+        def stored(message: InputMessage) -> bool:
+            key = (message.topic, message.partition)
+            if key not in positions:
+                position = self._ledger.input_position(*key)
+                positions[key] = -1 if position is None else position
+            return message.offset <= positions[key]
+
+        fresh_decoded = [d for d in decoded if not stored(d.message)]
+        fresh_dead = [d for d in dead if not stored(d.message)]
+        skipped = len(decoded) + len(dead) - len(fresh_decoded) - len(fresh_dead)
+        return fresh_decoded, fresh_dead, skipped
+
+    def _decide(
+        self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter], touched: dict[str, Member]
+    ) -> Checkpoint:
+        checkpoint = Checkpoint()
+        for letter in dead:
+            m = letter.message
+            checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)
+        known = self._ledger.known_event_ids({d.command.event_id for d in decoded})
+        for item in decoded:
+            m, command = item.message, item.command
+            if command.event_id in known:
+                checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DUPLICATE)
+                continue
+            known.add(command.event_id)
+            member = self._member(command.member_id, touched)
+            decision = self._apply(member, command)
+            if decision.referrer_bonus is not None:
+                bonus = decision.referrer_bonus
+                referrer = self._member(bonus.referrer_id, touched)
+                referrer.earn_referrer_bonus(
+                    self._program, event_id=bonus.event_id, referee_id=member.member_id, at=bonus.at
+                )
+            outcome = MessageOutcome.REJECTED if decision.rejected else MessageOutcome.APPLIED
+            checkpoint.account(m.topic, m.partition, m.offset, outcome)
+            checkpoint.receipts.append(Receipt(command.event_id, m.topic, m.partition, m.offset, outcome))
+        return checkpoint
+
+    def _member(self, member_id: str, touched: dict[str, Member]) -> Member:
+        member = touched.get(member_id)
+        if member is None:
+            member = touched[member_id] = self.members.get(member_id)
+        return member
+
+    def _apply(self, member: Member, command: Command) -> Outcome:
+        program = self._program
+        match command:
+            case Purchase():
+                return member.purchase(
+                    program, event_id=command.event_id, order_id=command.order_id,
+                    amount=command.amount, at=command.at,
+                )
+            case Refund():
+                return member.refund(
+                    program, event_id=command.event_id, order_id=command.order_id,
+                    amount=command.amount, at=command.at,
+                )
+            case Referral():
+                return member.record_referral(
+                    program, event_id=command.event_id, referrer_id=command.referrer_id, at=command.at
+                )
+            case SocialShare():
+                return member.share(
+                    program, event_id=command.event_id, network=command.network,
+                    url=command.url, at=command.at,
+                )
+            case Redemption():
+                return member.redeem(
+                    program, event_id=command.event_id, points=command.points,
+                    reward=command.reward, at=command.at,
+                )
+
+    def sweep(self, member_ids: Iterable[str], at: datetime, chunk: int = 1000) -> int:
+        """Steps 1 and 2 for every given member as of `at`; returns events written."""
+        written = 0
+        ids = list(member_ids)
+        for start in range(0, len(ids), chunk):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                touched = {mid: self.members.get(mid) for mid in ids[start : start + chunk]}
+                for member in touched.values():
+                    member.sweep(self._program, at=at)
+                pending = sum(len(m.pending_events) for m in touched.values())
+                try:
+                    self._ledger.commit(list(touched.values()), Checkpoint())
+                except IntegrityError:
+                    self.members.evict(touched)
+                    log.warning("sweep conflict (attempt %d); deciding again", attempt)
+                    continue
+                written += pending
+                break
+            else:
+                raise RuntimeError("sweep still conflicts")
+        return written

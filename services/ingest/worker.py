@@ -1,0 +1,75 @@
+"""`loyalty worker`: a faust application hosting the ingest loop and the daily sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import faust
+
+from services.bootstrap import Context
+from services.ingest.consumer import IngestLoop
+from services.relay import MemberEventRelay
+
+log = logging.getLogger(__name__)
+
+
+def create_app(context: Context) -> faust.App:
+    settings = context.settings
+    # faust's own consumer group must not be ours: our loop joins `loyalty-ledger`
+    # with aiokafka's assignor, which faust's assignor would refuse to share a group with.
+    app = faust.App(
+        f"{settings.consumer_group}-worker",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        web_enabled=False,
+        topic_replication_factor=1,
+        topic_partitions=1,
+        producer_acks=-1,
+    )
+    service = context.ingest_service()
+    stopping = asyncio.Event()
+    loop = IngestLoop(
+        bootstrap=settings.kafka_bootstrap,
+        group=settings.consumer_group,
+        topics=settings.topics.inputs,
+        dead_letter_topic=settings.topics.dead_letters,
+        ledger=context.ledger,
+        service=service,
+        batch_max=settings.batch_max_messages,
+        batch_seconds=settings.batch_max_seconds,
+    )
+    relay = MemberEventRelay(
+        ledger=context.ledger,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topics.member_events,
+    )
+
+    @app.task  # type: ignore[misc]
+    async def ingest() -> None:
+        await loop.run(stopping)
+
+    @app.task  # type: ignore[misc]
+    async def publish_member_events() -> None:
+        await relay.run(stopping)
+
+    @app.on_shutdown.connect  # type: ignore[misc]
+    async def stop(app: faust.App, **_: object) -> None:
+        stopping.set()
+
+    if settings.daily_sweep:
+
+        @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)  # type: ignore[misc]
+        async def daily_sweep() -> None:
+            at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            member_ids = await asyncio.to_thread(context.ledger.member_ids)
+            written = await asyncio.to_thread(service.sweep, member_ids, at)
+            log.info("daily sweep as of %s: %d events", at.isoformat(), written)
+
+    return app
+
+
+def run_worker(context: Context) -> None:
+    app = create_app(context)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()

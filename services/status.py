@@ -1,0 +1,61 @@
+"""Where everything stands: store position, projections, input lag, message accounting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.store.ledger import Ledger
+
+
+async def end_offsets(bootstrap: str, topics: tuple[str, ...], timeout: float = 5.0) -> dict[tuple[str, int], int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in (consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout) if partitions else {}
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def gather_status(
+    ledger: Ledger, projection_positions: dict[str, int], bootstrap: str, topics: tuple[str, ...]
+) -> dict[str, Any]:
+    store_position = await asyncio.to_thread(ledger.last_position)
+    counts = await asyncio.to_thread(ledger.message_counts)
+    inputs: dict[str, Any] = {}
+    kafka_error = None
+    try:
+        ends = await end_offsets(bootstrap, topics)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        ends, kafka_error = {}, f"Kafka unreachable at {bootstrap}: {exc}"
+    for topic in topics:
+        lag = 0
+        partitions = sorted(p for (t, p) in ends if t == topic)
+        for partition in partitions:
+            stored = await asyncio.to_thread(ledger.input_position, topic, partition)
+            lag += ends[(topic, partition)] - (0 if stored is None else stored + 1)
+        inputs[topic] = {
+            "applied": counts.get((topic, "applied"), 0),
+            "duplicate": counts.get((topic, "duplicate"), 0),
+            "rejected": counts.get((topic, "rejected"), 0),
+            "dead_lettered": counts.get((topic, "dead_lettered"), 0),
+            "consumer_lag": lag if partitions else None,
+        }
+    status: dict[str, Any] = {
+        "store_position": store_position,
+        "projections": {
+            name: {"position": pos, "behind": max(store_position - pos, 0)}
+            for name, pos in projection_positions.items()
+        },
+        "inputs": inputs,
+    }
+    if kafka_error:
+        status["kafka_error"] = kafka_error
+    return status

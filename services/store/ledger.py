@@ -1,0 +1,64 @@
+"""The event store of member aggregates: an eventsourcing Application."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.utils import get_topic
+
+from services.domain.member import Member
+from services.store.checkpoint import Checkpoint, tracking_name
+from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
+from services.store.urls import DatabaseUrl
+
+LedgerRecorder = LedgerPostgresRecorder | LedgerSQLiteRecorder
+
+
+class Ledger(Application[UUID]):
+    name = "Ledger"
+
+    @classmethod
+    def open(cls, database_url: str) -> Ledger:
+        return cls(env=DatabaseUrl.parse(database_url).eventsourcing_env())
+
+    @property
+    def store(self) -> LedgerRecorder:
+        return cast(LedgerRecorder, self.recorder)
+
+    def member(self, member_id: str) -> Member | None:
+        try:
+            return cast(Member, self.repository.get(Member.create_id(member_id)))
+        except AggregateNotFoundError:
+            return None
+
+    def commit(self, members: Collection[Member], checkpoint: Checkpoint) -> None:
+        """Stores the members' new events and the checkpoint atomically."""
+        self.save(*members, checkpoint=checkpoint)
+
+    def input_position(self, topic: str, partition: int) -> int | None:
+        """Offset of the last input message of that partition the store has taken in."""
+        return self.store.max_tracking_id(tracking_name(topic, partition))
+
+    def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        return self.store.known_event_ids(event_ids) if event_ids else set()
+
+    def message_counts(self) -> dict[tuple[str, str], int]:
+        return self.store.message_counts()
+
+    def member_ids(self, page: int = 10_000) -> list[str]:
+        """Every member the store knows, in order of registration."""
+        registered = [get_topic(Member.Registered)]
+        ids: list[str] = []
+        position = 0
+        while notifications := self.store.select_notifications(
+            start=position, limit=page, topics=registered, inclusive_of_start=False
+        ):
+            ids.extend(self.mapper.to_domain_event(n).member_id for n in notifications)  # type: ignore[attr-defined]
+            position = notifications[-1].id
+        return ids
+
+    def last_position(self) -> int:
+        return self.store.max_notification_id() or 0

@@ -1,0 +1,130 @@
+"""Turns raw input bytes into commands, or into the reason they cannot be understood.
+
+Validation is against the JSON Schemas in `schemas/` (the contract upstream reads),
+compiled once with fastjsonschema, then the checks a schema cannot express portably:
+decimals of an amount, a real calendar date, the program's currency and networks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
+from services.program import Program
+
+SCHEMAS_DIR = Path(os.environ.get("LOYALTY_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
+EVENT_TYPES = ("purchase", "refund", "referral", "social_share", "redemption")
+MAX_PURCHASE_AMOUNT = Decimal("1000000")
+CENT = Decimal("0.01")
+
+
+class InvalidEvent(ValueError):
+    """The message cannot be understood; its text is the dead-letter `error` header."""
+
+
+def load_schemas(directory: Path = SCHEMAS_DIR) -> dict[str, dict[str, Any]]:
+    return {t: orjson.loads((directory / f"{t}.json").read_bytes()) for t in EVENT_TYPES}
+
+
+class Decoder:
+    """Decodes one input message for one topic; raises InvalidEvent with a precise reason."""
+
+    def __init__(
+        self,
+        program: Program,
+        carried_types: Callable[[str], frozenset[str]],
+        schemas: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self._program = program
+        self._carried_types = carried_types
+        self._validators = {
+            name: fastjsonschema.compile(schema)
+            for name, schema in (schemas or load_schemas()).items()
+        }
+
+    def decode(self, topic: str, value: bytes | None) -> Command:
+        if value is None:
+            raise InvalidEvent("empty message (no value)")
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
+        event_type = data.get("type")
+        if not isinstance(event_type, str):
+            raise InvalidEvent("missing or ill-typed field 'type' (a string is required)")
+        validator = self._validators.get(event_type)
+        if validator is None:
+            raise InvalidEvent(f"unknown event type {event_type!r}")
+        if event_type not in self._carried_types(topic):
+            raise InvalidEvent(f"event type {event_type!r} is not carried by topic {topic!r}")
+        try:
+            validator(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise InvalidEvent(f"{event_type}: {_field_message(exc)}") from None
+        at = _timestamp(data["occurred_at"])
+        if event_type == "purchase":
+            amount = _amount(data["amount"], upper=MAX_PURCHASE_AMOUNT)
+            if data["currency"] != self._program.currency:
+                raise InvalidEvent(
+                    f"purchase: currency {data['currency']!r} is not the program currency "
+                    f"{self._program.currency!r}"
+                )
+            return Purchase(data["event_id"], data["member_id"], data["order_id"], amount, at)
+        if event_type == "refund":
+            amount = _amount(data["amount"])
+            return Refund(data["event_id"], data["member_id"], data["order_id"], amount, at)
+        if event_type == "referral":
+            return Referral(data["event_id"], data["referee_id"], data["referrer_id"], at)
+        if event_type == "social_share":
+            if data["network"] not in self._program.networks:
+                raise InvalidEvent(
+                    f"social_share: network {data['network']!r} is not one of "
+                    f"{sorted(self._program.networks)}"
+                )
+            return SocialShare(data["event_id"], data["member_id"], data["network"], data.get("url"), at)
+        points = data["points"]
+        if isinstance(points, bool) or not isinstance(points, int):
+            raise InvalidEvent("redemption: field 'points' must be an integer")
+        return Redemption(data["event_id"], data["member_id"], points, data["reward"], at)
+
+
+def _field_message(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    # fastjsonschema names the path as data.field; upstream knows fields, not "data".
+    message = str(exc.message)
+    return message.replace("data.", "field '", 1).replace(" must", "' must", 1) if message.startswith("data.") else message
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise InvalidEvent(f"field 'occurred_at' is not a valid RFC 3339 timestamp: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent(f"field 'occurred_at' has no UTC offset: {text!r}")
+    return parsed.astimezone(UTC)
+
+
+def _amount(raw: object, *, upper: Decimal | None = None) -> Decimal:
+    # JSON numbers arrive as floats; their shortest repr is the literal upstream wrote
+    # for any amount up to 1,000,000 with 2 decimals, so str() recovers it exactly.
+    try:
+        amount = Decimal(str(raw))
+    except InvalidOperation:
+        raise InvalidEvent(f"field 'amount' is not a decimal number: {raw!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidEvent(f"field 'amount' must be > 0, got {raw!r}")
+    if amount != amount.quantize(CENT):
+        raise InvalidEvent(f"field 'amount' has more than 2 decimals: {raw!r}")
+    if upper is not None and amount > upper:
+        raise InvalidEvent(f"field 'amount' must be at most {upper}, got {raw!r}")
+    return amount.quantize(CENT)

@@ -1,0 +1,75 @@
+"""Session-wide real services for integration and e2e tests (see tests/infra.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.config import Topics
+from services.store.urls import DatabaseUrl
+from tests.infra import Services, start_services
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    started = start_services()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    return services.kafka_bootstrap
+
+
+def _create_database(server_url: str, name: str) -> str:
+    url = DatabaseUrl.parse(server_url)
+    admin = DatabaseUrl(**{**url.__dict__, "dbname": "postgres"})
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    auth = url.user + (f":{url.password}" if url.password else "")
+    return f"postgresql://{auth}@{url.host}:{url.port}/{name}"
+
+
+@pytest.fixture
+def postgres_url(services: Services) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return _create_database(services.postgres_url, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    return f"sqlite:///{tmp_path}/ledger.sqlite3"
+
+
+async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [*topics.inputs, topics.dead_letters, topics.member_events]
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh topics for one test, so tests sharing a broker never see each other's data."""
+    suffix = uuid.uuid4().hex[:8]
+    fresh = Topics(
+        purchases=f"t{suffix}.purchases",
+        referrals=f"t{suffix}.referrals",
+        social_shares=f"t{suffix}.social-shares",
+        redemptions=f"t{suffix}.redemptions",
+        member_events=f"t{suffix}.member-events",
+        dead_letters=f"t{suffix}.dead-letters",
+    )
+    asyncio.run(create_topics(kafka_bootstrap, fresh))
+    return fresh

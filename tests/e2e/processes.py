@@ -1,0 +1,86 @@
+"""Runs `loyalty` processes for end-to-end tests and waits on what they serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.config import Topics
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loyalty_env(bootstrap: str, database_url: str, topics: Topics, api_port: int, group: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LOYALTY_KAFKA_BOOTSTRAP": bootstrap,
+        "LOYALTY_DATABASE_URL": database_url,
+        "LOYALTY_API_PORT": str(api_port),
+        "LOYALTY_CONSUMER_GROUP": group,
+        "LOYALTY_DAILY_SWEEP": "off",
+        "LOYALTY_TOPIC_PURCHASES": topics.purchases,
+        "LOYALTY_TOPIC_REFERRALS": topics.referrals,
+        "LOYALTY_TOPIC_SOCIAL_SHARES": topics.social_shares,
+        "LOYALTY_TOPIC_REDEMPTIONS": topics.redemptions,
+        "LOYALTY_TOPIC_MEMBER_EVENTS": topics.member_events,
+        "LOYALTY_TOPIC_DEAD_LETTERS": topics.dead_letters,
+    }
+
+
+@contextmanager
+def running(commands: list[str], env: dict[str, str], logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = []
+    try:
+        for command in commands:
+            log = (logs / f"{command}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", command], env=env, stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, ConnectionError):
+        return 0, None
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,83 @@
+"""Runs the ingest loop in-process against real Kafka and a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.bootstrap import Context, build
+from services.config import Settings, Topics
+from services.ingest.consumer import IngestLoop
+
+
+def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -> Context:
+    return build(
+        Settings(
+            kafka_bootstrap=bootstrap, database_url=database_url, topics=topics,
+            consumer_group=group, daily_sweep=False, batch_max_seconds=0.1,
+        )
+    )
+
+
+@asynccontextmanager
+async def ingesting(context: Context) -> AsyncIterator[IngestLoop]:
+    settings = context.settings
+    loop = IngestLoop(
+        bootstrap=settings.kafka_bootstrap, group=settings.consumer_group,
+        topics=settings.topics.inputs, dead_letter_topic=settings.topics.dead_letters,
+        ledger=context.ledger, service=context.ingest_service(),
+        batch_max=settings.batch_max_messages, batch_seconds=settings.batch_max_seconds,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stopping))
+    try:
+        yield loop
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def send(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+def event(topic_key: str, **fields: Any) -> tuple[str, bytes | None, bytes]:
+    key = fields.get("referee_id") if fields.get("type") == "referral" else fields.get("member_id")
+    return topic_key, (str(key).encode() if key is not None else None), orjson.dumps(fields)
+
+
+async def wait_until(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(probe)
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for rows in batch.values():
+                records.extend(rows)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,74 @@
+"""The ledger store's contract, run against every adapter: SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from services.domain.member import Member
+from services.program import load_program
+from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+PROGRAM = load_program(None)
+AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    url = request.getfixturevalue(f"{request.param}_url")
+    return Ledger.open(url)
+
+
+def checkpoint(offset: int, *event_ids: str) -> Checkpoint:
+    cp = Checkpoint()
+    for i, event_id in enumerate(event_ids):
+        cp.account("in", 0, offset + i, MessageOutcome.APPLIED)
+        cp.receipts.append(Receipt(event_id, "in", 0, offset + i, MessageOutcome.APPLIED))
+    return cp
+
+
+def test_events_positions_receipts_and_counts_commit_together(ledger: Ledger) -> None:
+    member = Member.register("ann")
+    member.purchase(PROGRAM, event_id="p1", order_id="o1", amount=Decimal("12.50"), at=AT)
+    ledger.commit([member], checkpoint(0, "p1"))
+
+    assert ledger.input_position("in", 0) == 0
+    assert ledger.input_position("in", 1) is None
+    assert ledger.known_event_ids({"p1", "p2"}) == {"p1"}
+    assert ledger.message_counts() == {("in", "applied"): 1}
+    stored = ledger.member("ann")
+    assert stored is not None and stored.balance == 12
+    assert ledger.member_ids() == ["ann"]
+    assert ledger.last_position() >= 2
+
+
+def test_a_conflicting_commit_leaves_nothing_behind(ledger: Ledger) -> None:
+    first = Member.register("ann")
+    ledger.commit([first], checkpoint(0, "p1"))
+    rival = Member.register("ann")  # a second writer that did not see the first
+    rival.purchase(PROGRAM, event_id="p2", order_id="o2", amount=Decimal("5"), at=AT)
+    with pytest.raises(IntegrityError):
+        ledger.commit([rival], checkpoint(1, "p2"))
+
+    assert ledger.input_position("in", 0) == 0
+    assert ledger.known_event_ids({"p2"}) == set()
+    assert ledger.message_counts() == {("in", "applied"): 1}
+
+
+def test_a_receipt_is_taken_once(ledger: Ledger) -> None:
+    ledger.commit([], checkpoint(0, "p1"))
+    with pytest.raises(IntegrityError):
+        ledger.commit([], checkpoint(5, "p1"))
+    assert ledger.input_position("in", 0) == 0
+
+
+def test_input_positions_only_move_forward(ledger: Ledger) -> None:
+    ledger.commit([], checkpoint(10, "p1"))
+    with pytest.raises(IntegrityError):
+        ledger.commit([], checkpoint(3, "p2"))
+    assert ledger.input_position("in", 0) == 10
