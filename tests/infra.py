@@ -56,6 +56,10 @@ def _script(*args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+def _stop(script: str, env: dict[str, str]) -> None:
+    _script(script, "stop", env=env)
+
+
 def start_services() -> Services:
     kafka = os.environ.get("LOYALTY_KAFKA_BOOTSTRAP")
     database = os.environ.get("LOYALTY_DATABASE_URL", "")
@@ -75,7 +79,7 @@ def start_services() -> Services:
             env = {"KAFKA_PORT": str(port), "KAFKA_HOME": str(ROOT / ".local" / "kafka-test")}
             _script("deploy/kafka/kafka.sh", "start", str(port), env=env)
             services.kafka_bootstrap = f"127.0.0.1:{port}"
-            services.stops.append(lambda: _script("deploy/kafka/kafka.sh", "stop", env=env) and None)
+            services.stops.append(lambda env=env: _stop("deploy/kafka/kafka.sh", env))
     if postgres is None:
         if docker:
             from testcontainers.postgres import PostgresContainer
@@ -90,5 +94,5 @@ def start_services() -> Services:
             _script("deploy/postgres/pg.sh", "install", env=env)
             out = _script("deploy/postgres/pg.sh", "start", str(port), env=env)
             services.postgres_url = out.strip().splitlines()[-1]
-            services.stops.append(lambda: _script("deploy/postgres/pg.sh", "stop", env=env) and None)
+            services.stops.append(lambda env=env: _stop("deploy/postgres/pg.sh", env))
     return services
