@@ -14,10 +14,12 @@ UPSERT_MEMBER = (
     "ON CONFLICT (aggregate_id) DO NOTHING"
 )
 SET_BALANCE = (
-    "UPDATE member_balances SET balance = ?, lifetime_points = lifetime_points + ?, "
-    "last_event_at = CASE WHEN ? IS NULL THEN last_event_at "
-    "WHEN last_event_at IS NULL OR last_event_at < ? THEN ? ELSE last_event_at END, "
-    "position = ? WHERE aggregate_id = ?"
+    "UPDATE member_balances SET balance = ?, lifetime_points = lifetime_points + ?, position = ? "
+    "WHERE aggregate_id = ?"
+)
+SET_LAST_EVENT_AT = (
+    "UPDATE member_balances SET last_event_at = ? "
+    "WHERE aggregate_id = ? AND (last_event_at IS NULL OR last_event_at < ?)"
 )
 SET_QUALIFYING = "UPDATE member_balances SET qualifying_points = ? WHERE aggregate_id = ?"
 SET_TIER = (
@@ -56,9 +58,11 @@ class BalancesProjection(Projection):
         balance = getattr(event, "balance", None)
         if balance is not None:
             lifetime = int(event.points) if kind in LIFETIME_EVENTS else 0
-            # Sweeps (expiries) move balances but are not the member's own events.
-            at = iso(event.at) if hasattr(event, "event_id") else None
-            cur.execute(SET_BALANCE, (balance, lifetime, at, at, at, position, key))
+            cur.execute(SET_BALANCE, (balance, lifetime, position, key))
+        # Sweeps (expiries, tier reviews) are not the member's own events: no event_id.
+        if getattr(event, "event_id", None) is not None:
+            at = iso(event.at)
+            cur.execute(SET_LAST_EVENT_AT, (at, key, at))
         qualifying = getattr(event, "qualifying_points", None)
         if qualifying is not None:
             cur.execute(SET_QUALIFYING, (qualifying, key))

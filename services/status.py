@@ -6,18 +6,26 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.store.ledger import Ledger
 
 
 async def end_offsets(bootstrap: str, topics: tuple[str, ...], timeout: float = 5.0) -> dict[tuple[str, int], int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        described = await asyncio.wait_for(admin.describe_topics(list(topics)), timeout)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(t["topic"], p["partition"])
+        for t in described if t["error_code"] == 0 for p in t["partitions"]
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         await asyncio.wait_for(consumer.start(), timeout)
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in (consumer.partitions_for_topic(topic) or ())
-        ]
         ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout) if partitions else {}
         return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
     finally:

@@ -53,7 +53,7 @@ def create_app(context: Context) -> faust.App:
     async def publish_member_events() -> None:
         await relay.run(stopping)
 
-    @app.on_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[misc]
     async def stop(app: faust.App, **_: object) -> None:
         stopping.set()
 

@@ -6,6 +6,8 @@ from collections.abc import Collection
 from typing import cast
 from uuid import UUID
 
+import psycopg
+
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.utils import get_topic
 
@@ -14,6 +16,7 @@ from services.store.checkpoint import Checkpoint, tracking_name
 from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from services.store.urls import DatabaseUrl
 
+SCHEMA_LOCK = 0x4C4F59414C5459  # "LOYALTY": the advisory lock held while creating tables
 LedgerRecorder = LedgerPostgresRecorder | LedgerSQLiteRecorder
 
 
@@ -22,7 +25,17 @@ class Ledger(Application[UUID]):
 
     @classmethod
     def open(cls, database_url: str) -> Ledger:
-        return cls(env=DatabaseUrl.parse(database_url).eventsourcing_env())
+        url = DatabaseUrl.parse(database_url)
+        if not url.is_postgres:
+            return cls(env=url.eventsourcing_env())
+        # Worker, projector and API start together: creating the schema concurrently
+        # races in PostgreSQL's catalog, so the first one creates it while others wait.
+        with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                return cls(env=url.eventsourcing_env())
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
     @property
     def store(self) -> LedgerRecorder:

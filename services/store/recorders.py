@@ -13,6 +13,7 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg import Cursor
+from psycopg.sql import SQL
 from psycopg.rows import DictRow
 
 from services.store.checkpoint import Checkpoint, tracking_name
@@ -59,7 +60,7 @@ def _trackings(checkpoint: Checkpoint) -> Iterable[Tracking]:
 class LedgerPostgresRecorder(PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend([CREATE_RECEIPTS, CREATE_COUNTS])  # type: ignore[list-item]
+        self.sql_create_statements.extend([SQL(CREATE_RECEIPTS), SQL(CREATE_COUNTS)])  # type: ignore[arg-type]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

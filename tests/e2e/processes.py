@@ -76,9 +76,15 @@ def get_json(url: str) -> tuple[int, Any]:
         return 0, None
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+def wait_for(
+    probe: Callable[[], T | None], timeout: float, what: str,
+    procs: list[subprocess.Popen[bytes]] = (),  # type: ignore[assignment]
+) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{proc.args} exited with {proc.returncode} while waiting for {what}")
         value = probe()
         if value is not None:
             return value

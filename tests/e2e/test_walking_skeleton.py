@@ -26,7 +26,7 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
         "event_id": "e2e-1", "type": "purchase", "occurred_at": "2026-03-01T12:00:00Z",
         "member_id": "alice", "order_id": "o-1", "amount": "123.45", "currency": "EUR",
     }
-    with running(["worker", "projector", "api"], env, tmp_path):
+    with running(["worker", "projector", "api"], env, tmp_path) as procs:
         report = asyncio.run(publish_lines([orjson.dumps(purchase)], kafka_bootstrap, topics))
         assert report.sent == 1
 
@@ -34,7 +34,7 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
             status, body = get_json(f"http://127.0.0.1:{port}/members/alice")
             return body if status == 200 and body["balance"] == 123 else None
 
-        member = wait_for(credited, timeout=90, what="alice's balance through the API")
+        member = wait_for(credited, timeout=90, what="alice's balance through the API", procs=procs)
         assert member == {
             "member_id": "alice", "balance": 123, "tier": "bronze", "qualifying_points": 123,
             "lifetime_points": 123, "last_event_at": "2026-03-01T12:00:00Z",
