@@ -23,12 +23,19 @@ SET_LAST_EVENT_AT = (
 )
 SET_QUALIFYING = "UPDATE member_balances SET qualifying_points = ? WHERE aggregate_id = ?"
 SET_TIER = (
-    "UPDATE member_balances SET tier = ?, qualifying_points = ?, position = ? WHERE aggregate_id = ?"
+    "UPDATE member_balances SET tier = ?, qualifying_points = ?, position = ? "
+    "WHERE aggregate_id = ?"
 )
 
 # Credits and clawbacks that count toward lifetime points (expiries and redemptions do not).
 LIFETIME_EVENTS = frozenset(
-    {"PurchaseRecorded", "RefundRecorded", "ReferralRewarded", "ReferrerBonusEarned", "SocialShareRecorded"}
+    {
+        "PurchaseRecorded",
+        "RefundRecorded",
+        "ReferralRewarded",
+        "ReferrerBonusEarned",
+        "SocialShareRecorded",
+    }
 )
 
 

@@ -9,7 +9,8 @@ from projections.base import Projection, iso
 from services.store.database import Cursor
 
 INSERT_ENTRY = (
-    "INSERT INTO ledger_entries (aggregate_id, version, at, kind, points, balance, event_id, detail) "
+    "INSERT INTO ledger_entries "
+    "(aggregate_id, version, at, kind, points, balance, event_id, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (aggregate_id, version) DO NOTHING"
 )
 DETAIL_FIELDS = ("order_id", "reward", "network", "referrer_id", "referee_id", "lot_date", "reason")
@@ -20,7 +21,8 @@ class LedgerEntriesProjection(Projection):
     tables: ClassVar[tuple[str, ...]] = ("ledger_entries",)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS ledger_entries ("
-        "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, "
+        "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
+        "kind TEXT NOT NULL, "
         "points BIGINT NOT NULL, balance BIGINT NOT NULL, event_id TEXT, detail TEXT, "
         "PRIMARY KEY (aggregate_id, version))",
     )
@@ -34,7 +36,13 @@ class LedgerEntriesProjection(Projection):
         cur.execute(
             INSERT_ENTRY,
             (
-                str(aggregate_id), event.originator_version, iso(event.at), type(event).__name__,
-                int(event.points), int(event.balance), getattr(event, "event_id", None), detail or None,
+                str(aggregate_id),
+                event.originator_version,
+                iso(event.at),
+                type(event).__name__,
+                int(event.points),
+                int(event.balance),
+                getattr(event, "event_id", None),
+                detail or None,
             ),
         )

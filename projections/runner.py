@@ -18,7 +18,8 @@ from services.store.ledger import Ledger
 log = logging.getLogger(__name__)
 
 CREATE_POSITIONS = (
-    "CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS projection_positions "
+    "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
 SELECT_POSITION = "SELECT position FROM projection_positions WHERE name = ?"
 SAVE_POSITION = (
@@ -31,7 +32,11 @@ Progress = Callable[[int, int], None]
 
 class ProjectionRunner:
     def __init__(
-        self, ledger: Ledger, database: Database, projections: Sequence[Projection], page: int = 5000
+        self,
+        ledger: Ledger,
+        database: Database,
+        projections: Sequence[Projection],
+        page: int = 5000,
     ) -> None:
         self._ledger = ledger
         self._db = database
@@ -46,7 +51,9 @@ class ProjectionRunner:
                     cur.execute(statement)
 
     def positions(self) -> dict[str, int]:
-        rows = dict(self._db.query("SELECT name, position FROM projection_positions"))
+        rows: dict[str, int] = dict(
+            self._db.query("SELECT name, position FROM projection_positions")
+        )
         return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
 
     def reset(self) -> None:
@@ -91,7 +98,9 @@ class ProjectionRunner:
         with self._db.transaction() as cur:
             for notification in notifications:
                 event = to_event(notification)
-                projection.handle(cur, UUID(str(notification.originator_id)), event, notification.id)
+                projection.handle(
+                    cur, UUID(str(notification.originator_id)), event, notification.id
+                )
             cur.execute(SAVE_POSITION, (projection.name, notifications[-1].id))
         return len(notifications)
 

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         runner = _runner(context)
         status = asyncio.run(
             gather_status(
-                context.ledger, runner.positions(), context.settings.kafka_bootstrap,
+                context.ledger,
+                runner.positions(),
+                context.settings.kafka_bootstrap,
                 context.settings.topics.inputs,
             )
         )
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _runner(context: Context) -> ProjectionRunner:
     runner = ProjectionRunner(
-        context.ledger, connect(context.settings.database_url), default_projections(context.program.tiers[0].name)
+        context.ledger,
+        connect(context.settings.database_url),
+        default_projections(context.program.tiers[0].name),
     )
     runner.setup()
     return runner

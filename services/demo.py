@@ -46,22 +46,51 @@ def generate(members: int, seed: int, now: datetime, days: int = 400) -> Iterato
                 break
             amount = Decimal(rng.randrange(500, 60_000 if heavy else 20_000)) / 100
             order_id = f"{member_id}-o{order}"
-            add(at, {"type": "purchase", "member_id": member_id, "order_id": order_id,
-                     "amount": str(amount), "currency": "EUR"})
+            add(
+                at,
+                {
+                    "type": "purchase",
+                    "member_id": member_id,
+                    "order_id": order_id,
+                    "amount": str(amount),
+                    "currency": "EUR",
+                },
+            )
             balance_guess += int(amount)
             if rng.random() < 0.08:
-                refund = (amount * Decimal(rng.choice((25, 50, 100))) / 100).quantize(Decimal("0.01"))
-                add(at + timedelta(days=rng.randrange(1, 20)),
-                    {"type": "refund", "member_id": member_id, "order_id": order_id, "amount": str(refund)})
+                refund = (amount * Decimal(rng.choice((25, 50, 100))) / 100).quantize(
+                    Decimal("0.01")
+                )
+                add(
+                    at + timedelta(days=rng.randrange(1, 20)),
+                    {
+                        "type": "refund",
+                        "member_id": member_id,
+                        "order_id": order_id,
+                        "amount": str(refund),
+                    },
+                )
             if rng.random() < 0.3:
-                add(at + timedelta(hours=rng.randrange(1, 48)),
-                    {"type": "social_share", "member_id": member_id, "network": rng.choice(NETWORKS),
-                     "url": f"https://shop.example/p/{rng.randrange(10_000)}"})
+                add(
+                    at + timedelta(hours=rng.randrange(1, 48)),
+                    {
+                        "type": "social_share",
+                        "member_id": member_id,
+                        "network": rng.choice(NETWORKS),
+                        "url": f"https://shop.example/p/{rng.randrange(10_000)}",
+                    },
+                )
             if balance_guess > 300 and rng.random() < 0.15:
                 points = rng.choice((100, 200, 500))
-                add(at + timedelta(days=rng.randrange(1, 10)),
-                    {"type": "redemption", "member_id": member_id, "points": points,
-                     "reward": rng.choice(REWARDS)})
+                add(
+                    at + timedelta(days=rng.randrange(1, 10)),
+                    {
+                        "type": "redemption",
+                        "member_id": member_id,
+                        "points": points,
+                        "reward": rng.choice(REWARDS),
+                    },
+                )
                 balance_guess -= points
             at += timedelta(hours=rng.randrange(12, 24 * (20 if heavy else 90)))
     events.sort(key=lambda item: (item[0], item[1]))

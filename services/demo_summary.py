@@ -44,13 +44,17 @@ def main() -> int:
         return 1
     print("\n== Loyalty ledger: demo stream landed ==")
     for topic, counts in status["inputs"].items():
-        print(f"  {topic:<24} applied {counts['applied']:>5}  duplicate {counts['duplicate']:>3}  "
-              f"rejected {counts['rejected']:>3}  dead-lettered {counts['dead_lettered']:>3}")
+        print(
+            f"  {topic:<24} applied {counts['applied']:>5}  duplicate {counts['duplicate']:>3}  "
+            f"rejected {counts['rejected']:>3}  dead-lettered {counts['dead_lettered']:>3}"
+        )
     print(f"  store position {status['store_position']}")
     print("\nTop balances")
     for m in _get(base, "/members?limit=5")["members"]:
-        print(f"  {m['member_id']:<16} {m['balance']:>7} points  {m['tier']:<7} "
-              f"(qualifying {m['qualifying_points']}, lifetime {m['lifetime_points']})")
+        print(
+            f"  {m['member_id']:<16} {m['balance']:>7} points  {m['tier']:<7} "
+            f"(qualifying {m['qualifying_points']}, lifetime {m['lifetime_points']})"
+        )
     print("\nMembers per tier")
     for tier, n in _get(base, "/metrics/tiers")["members_per_tier"].items():
         print(f"  {tier:<8} {n}")

@@ -93,11 +93,13 @@ class _Reader:
     def _decimal(self, key: str, value: Any = None) -> Decimal:
         value = self._get(key) if value is None else value
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self._fail(key, f"must be a decimal string such as \"1.25\", not {value!r}")
+            raise self._fail(key, f'must be a decimal string such as "1.25", not {value!r}')
         try:
             number = Decimal(str(value))
         except InvalidOperation:
-            raise self._fail(key, f"must be a decimal string such as \"1.25\", not {value!r}") from None
+            raise self._fail(
+                key, f'must be a decimal string such as "1.25", not {value!r}'
+            ) from None
         if not number.is_finite() or number < 0:
             raise self._fail(key, f"must be a non-negative decimal, not {value!r}")
         return number
@@ -128,7 +130,9 @@ class _Reader:
             raise self._fail("tiers[0].min_qualifying_points", "must be 0: every member has a tier")
         for i in range(1, len(tiers)):
             if tiers[i].min_qualifying_points <= tiers[i - 1].min_qualifying_points:
-                raise self._fail(f"tiers[{i}].min_qualifying_points", "must be above the previous tier's")
+                raise self._fail(
+                    f"tiers[{i}].min_qualifying_points", "must be above the previous tier's"
+                )
         if len({t.name for t in tiers}) != len(tiers):
             raise self._fail("tiers", "names must be unique")
         return tuple(tiers)
@@ -136,7 +140,9 @@ class _Reader:
     def program(self) -> Program:
         currency = self._get("currency")
         if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
-            raise self._fail("currency", f"must be an ISO 4217 code such as \"EUR\", not {currency!r}")
+            raise self._fail(
+                "currency", f'must be an ISO 4217 code such as "EUR", not {currency!r}'
+            )
         networks = self._get("social.networks")
         if not isinstance(networks, list) or not all(isinstance(n, str) and n for n in networks):
             raise self._fail("social.networks", "must be an array of network names")

@@ -40,7 +40,10 @@ def route(line: bytes, topics: Topics) -> tuple[str, bytes | None] | None:
 async def publish_lines(lines: Iterable[bytes], bootstrap: str, topics: Topics) -> PublishReport:
     report = PublishReport()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=20,
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=20,
         max_batch_size=256 * 1024,
     )
     await producer.start()

@@ -48,7 +48,9 @@ class MemberEventRelay:
                 futures = []
                 for notification, member_id in page:
                     value = member_events.encode(notification, member_id, notification.id)
-                    futures.append(await producer.send(self._topic, value=value, key=member_id.encode()))
+                    futures.append(
+                        await producer.send(self._topic, value=value, key=member_id.encode())
+                    )
                 await asyncio.gather(*futures)
                 position = page[-1][0].id
                 await asyncio.to_thread(

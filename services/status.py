@@ -12,7 +12,9 @@ from aiokafka.errors import KafkaError
 from services.store.ledger import Ledger
 
 
-async def end_offsets(bootstrap: str, topics: tuple[str, ...], timeout: float = 5.0) -> dict[tuple[str, int], int]:
+async def end_offsets(
+    bootstrap: str, topics: tuple[str, ...], timeout: float = 5.0
+) -> dict[tuple[str, int], int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await asyncio.wait_for(admin.start(), timeout)
     try:
@@ -21,12 +23,16 @@ async def end_offsets(bootstrap: str, topics: tuple[str, ...], timeout: float = 
         await admin.close()
     partitions = [
         TopicPartition(t["topic"], p["partition"])
-        for t in described if t["error_code"] == 0 for p in t["partitions"]
+        for t in described
+        if t["error_code"] == 0
+        for p in t["partitions"]
     ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         await asyncio.wait_for(consumer.start(), timeout)
-        ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout) if partitions else {}
+        ends = (
+            await asyncio.wait_for(consumer.end_offsets(partitions), timeout) if partitions else {}
+        )
         return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()

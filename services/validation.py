@@ -20,7 +20,9 @@ import orjson
 from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
 from services.program import Program
 
-SCHEMAS_DIR = Path(os.environ.get("LOYALTY_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
+SCHEMAS_DIR = Path(
+    os.environ.get("LOYALTY_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas")
+)
 EVENT_TYPES = ("purchase", "refund", "referral", "social_share", "redemption")
 MAX_PURCHASE_AMOUNT = Decimal("1000000")
 CENT = Decimal("0.01")
@@ -91,7 +93,9 @@ class Decoder:
                     f"social_share: network {data['network']!r} is not one of "
                     f"{sorted(self._program.networks)}"
                 )
-            return SocialShare(data["event_id"], data["member_id"], data["network"], data.get("url"), at)
+            return SocialShare(
+                data["event_id"], data["member_id"], data["network"], data.get("url"), at
+            )
         points = data["points"]
         if isinstance(points, bool) or not isinstance(points, int):
             raise InvalidEvent("redemption: field 'points' must be an integer")
@@ -101,14 +105,20 @@ class Decoder:
 def _field_message(exc: fastjsonschema.JsonSchemaValueException) -> str:
     # fastjsonschema names the path as data.field; upstream knows fields, not "data".
     message = str(exc.message)
-    return message.replace("data.", "field '", 1).replace(" must", "' must", 1) if message.startswith("data.") else message
+    return (
+        message.replace("data.", "field '", 1).replace(" must", "' must", 1)
+        if message.startswith("data.")
+        else message
+    )
 
 
 def _timestamp(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError:
-        raise InvalidEvent(f"field 'occurred_at' is not a valid RFC 3339 timestamp: {text!r}") from None
+        raise InvalidEvent(
+            f"field 'occurred_at' is not a valid RFC 3339 timestamp: {text!r}"
+        ) from None
     if parsed.tzinfo is None:
         raise InvalidEvent(f"field 'occurred_at' has no UTC offset: {text!r}")
     return parsed.astimezone(UTC)

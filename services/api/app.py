@@ -36,7 +36,9 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def _query(request: web.Request, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+async def _query(
+    request: web.Request, sql: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
     return await asyncio.to_thread(request.app[DATABASE].query, sql, params)
 
 
@@ -76,8 +78,15 @@ async def get_ledger(request: web.Request) -> web.Response:
         return _error(404, f"unknown member {member_id!r}")
     rows = await _query(request, SELECT_LEDGER, (aggregate_id,))
     entries = [
-        {"at": at, "kind": kind, "points": int(points), "balance": int(balance), "event_id": event_id,
-         "detail": detail, "version": int(version)}
+        {
+            "at": at,
+            "kind": kind,
+            "points": int(points),
+            "balance": int(balance),
+            "event_id": event_id,
+            "detail": detail,
+            "version": int(version),
+        }
         for at, kind, points, balance, event_id, detail, version in rows
     ]
     return web.json_response({"member_id": member_id, "entries": entries})

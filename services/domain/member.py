@@ -31,6 +31,14 @@ INSUFFICIENT_BALANCE = "insufficient_balance"
 DUPLICATE_ORDER = "duplicate_order"
 
 
+@dataclass
+class Lot:
+    """Points credited together, dated at their event; they expire together."""
+
+    date: datetime
+    points: int
+
+
 @dataclass(frozen=True)
 class ReferrerBonusDue:
     """The referee's first purchase qualified: the referrer is owed a bonus at `at`."""
@@ -54,8 +62,8 @@ def floor(value: Decimal) -> int:
 
 
 class Member(Aggregate):
-    # Lots are [date, points] pairs kept in date order: expiry and FIFO consumption
-    # both take from the front.
+    # Lots are kept in date order: expiry and oldest-first consumption take from the front.
+    # Events name the lots they touch as [date, points] pairs, which is how they are stored.
 
     @staticmethod
     def create_id(member_id: str) -> UUID:
@@ -65,11 +73,14 @@ class Member(Aggregate):
     def register(cls, member_id: str) -> Member:
         return cls(member_id)
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        member_id: str
+
+    @event(Registered)
     def __init__(self, member_id: str) -> None:
         self.member_id = member_id
         self.tier: str | None = None  # None until the first review: the program's lowest tier
-        self.lots: list[list[Any]] = []
+        self.lots: list[Lot] = []
         self.debt = 0
         # order_id -> {at, amount, earned, base, refunded, base_removed}
         self.orders: dict[str, dict[str, Any]] = {}
@@ -83,7 +94,7 @@ class Member(Aggregate):
 
     @property
     def balance(self) -> int:
-        return sum(points for _, points in self.lots) - self.debt
+        return sum(lot.points for lot in self.lots) - self.debt
 
     def tier_name(self, program: Program) -> str:
         return self.tier or program.lowest_tier
@@ -91,7 +102,9 @@ class Member(Aggregate):
     def qualifying_points_at(self, program: Program, at: datetime) -> int:
         since = at - timedelta(days=program.qualifying_window_days)
         return sum(
-            o["base"] - o["base_removed"] for o in self.orders.values() if since < o["at"] <= at
+            int(o["base"] - o["base_removed"])
+            for o in self.orders.values()
+            if since < o["at"] <= at
         )
 
     # ---- commands ------------------------------------------------------------------
@@ -111,19 +124,32 @@ class Member(Aggregate):
         points = floor(amount * program.earn_rate * tier.multiplier)
         first_purchase = not self.orders
         repaid = min(self.debt, points)
-        qualifying = self.qualifying_points_at(program, at) + (base if self._in_window(program, at, at) else 0)
+        qualifying = self.qualifying_points_at(program, at) + (
+            base if self._in_window(program, at, at) else 0
+        )
         self._purchase_recorded(
-            event_id=event_id, order_id=order_id, amount=amount, base_points=base,
-            multiplier=tier.multiplier, points=points, debt_repaid=repaid,
-            balance=self.balance + points, qualifying_points=qualifying, at=at,
+            event_id=event_id,
+            order_id=order_id,
+            amount=amount,
+            base_points=base,
+            multiplier=tier.multiplier,
+            points=points,
+            debt_repaid=repaid,
+            balance=self.balance + points,
+            qualifying_points=qualifying,
+            at=at,
         )
         bonus_due = None
         if first_purchase and self._referral_qualifies(program, at):
             assert self.referral is not None
             bonus = program.referee_bonus
             self._referral_rewarded(
-                event_id=event_id, referrer_id=self.referral["referrer_id"], points=bonus,
-                debt_repaid=min(self.debt, bonus), balance=self.balance + bonus, at=at,
+                event_id=event_id,
+                referrer_id=self.referral["referrer_id"],
+                points=bonus,
+                debt_repaid=min(self.debt, bonus),
+                balance=self.balance + bonus,
+                at=at,
             )
             bonus_due = ReferrerBonusDue(self.referral["referrer_id"], event_id, at)
         self._review_tier(program, at)
@@ -140,7 +166,10 @@ class Member(Aggregate):
         elif order["refunded"] + amount > order["amount"]:
             reason = REFUND_EXCEEDS_ORDER
         if reason is not None or order is None:
-            self._refund_rejected(event_id=event_id, order_id=order_id, amount=amount, reason=reason, at=at)
+            reason = reason or UNKNOWN_ORDER
+            self._refund_rejected(
+                event_id=event_id, order_id=order_id, amount=amount, reason=reason, at=at
+            )
             self._review_tier(program, at)
             return Outcome(rejected=reason)
         total, before, after = order["amount"], order["refunded"], order["refunded"] + amount
@@ -151,14 +180,23 @@ class Member(Aggregate):
             base_removed if self._in_window(program, order["at"], at) else 0
         )
         self._refund_recorded(
-            event_id=event_id, order_id=order_id, amount=amount, base_points_removed=base_removed,
-            points=-clawback, consumed=consumed, debt_added=debt_added,
-            balance=self.balance - clawback, qualifying_points=qualifying, at=at,
+            event_id=event_id,
+            order_id=order_id,
+            amount=amount,
+            base_points_removed=base_removed,
+            points=-clawback,
+            consumed=consumed,
+            debt_added=debt_added,
+            balance=self.balance - clawback,
+            qualifying_points=qualifying,
+            at=at,
         )
         self._review_tier(program, at)
         return APPLIED
 
-    def record_referral(self, program: Program, *, event_id: str, referrer_id: str, at: datetime) -> Outcome:
+    def record_referral(
+        self, program: Program, *, event_id: str, referrer_id: str, at: datetime
+    ) -> Outcome:
         self._begin(program, at)
         reason = None
         if referrer_id == self.member_id:
@@ -170,7 +208,9 @@ class Member(Aggregate):
         if reason is None:
             self._referral_recorded(event_id=event_id, referrer_id=referrer_id, at=at)
         else:
-            self._referral_rejected(event_id=event_id, referrer_id=referrer_id, reason=reason, at=at)
+            self._referral_rejected(
+                event_id=event_id, referrer_id=referrer_id, reason=reason, at=at
+            )
         self._review_tier(program, at)
         return Outcome(rejected=reason)
 
@@ -182,35 +222,57 @@ class Member(Aggregate):
         rewarded = self.shares_by_day.get(day, 0) < program.shares_per_day
         points = program.share_points if rewarded else 0
         self._social_share_recorded(
-            event_id=event_id, network=network, url=url, day=day, points=points,
-            debt_repaid=min(self.debt, points), balance=self.balance + points, at=at,
+            event_id=event_id,
+            network=network,
+            url=url,
+            day=day,
+            points=points,
+            debt_repaid=min(self.debt, points),
+            balance=self.balance + points,
+            at=at,
         )
         self._review_tier(program, at)
         return APPLIED
 
-    def redeem(self, program: Program, *, event_id: str, points: int, reward: str, at: datetime) -> Outcome:
+    def redeem(
+        self, program: Program, *, event_id: str, points: int, reward: str, at: datetime
+    ) -> Outcome:
         self._begin(program, at)
         if self.balance < points:
             self._redemption_declined(
-                event_id=event_id, reward=reward, requested=points, balance=self.balance,
-                reason=INSUFFICIENT_BALANCE, at=at,
+                event_id=event_id,
+                reward=reward,
+                requested=points,
+                balance=self.balance,
+                reason=INSUFFICIENT_BALANCE,
+                at=at,
             )
             self._review_tier(program, at)
             return Outcome(rejected=INSUFFICIENT_BALANCE)
         consumed, _ = self._consume(points)
         self._points_redeemed(
-            event_id=event_id, reward=reward, points=-points, consumed=consumed,
-            balance=self.balance - points, at=at,
+            event_id=event_id,
+            reward=reward,
+            points=-points,
+            consumed=consumed,
+            balance=self.balance - points,
+            at=at,
         )
         self._review_tier(program, at)
         return APPLIED
 
-    def earn_referrer_bonus(self, program: Program, *, event_id: str, referee_id: str, at: datetime) -> Outcome:
+    def earn_referrer_bonus(
+        self, program: Program, *, event_id: str, referee_id: str, at: datetime
+    ) -> Outcome:
         self._begin(program, at)
         bonus = program.referrer_bonus
         self._referrer_bonus_earned(
-            event_id=event_id, referee_id=referee_id, points=bonus,
-            debt_repaid=min(self.debt, bonus), balance=self.balance + bonus, at=at,
+            event_id=event_id,
+            referee_id=referee_id,
+            points=bonus,
+            debt_repaid=min(self.debt, bonus),
+            balance=self.balance + bonus,
+            at=at,
         )
         self._review_tier(program, at)
         return APPLIED
@@ -223,9 +285,11 @@ class Member(Aggregate):
     def _begin(self, program: Program, at: datetime) -> None:
         """Steps 1 and 2: expire the lots due at `at`, then review the tier as of `at`."""
         lifetime = timedelta(days=program.lot_lifetime_days)
-        while self.lots and self.lots[0][0] + lifetime <= at:
-            lot_date, points = self.lots[0]
-            self._points_expired(lot_date=lot_date, points=-points, balance=self.balance - points, at=at)
+        while self.lots and self.lots[0].date + lifetime <= at:
+            lot_date, points = self.lots[0].date, self.lots[0].points
+            self._points_expired(
+                lot_date=lot_date, points=-points, balance=self.balance - points, at=at
+            )
         self._review_tier(program, at)
 
     def _review_tier(self, program: Program, at: datetime) -> None:
@@ -242,18 +306,18 @@ class Member(Aggregate):
     def _referral_qualifies(self, program: Program, at: datetime) -> bool:
         if self.referral is None or self.referral["settled"]:
             return False
-        since = at - self.referral["at"]
+        since: timedelta = at - self.referral["at"]
         return timedelta(0) <= since <= timedelta(days=program.referral_window_days)
 
     def _consume(self, points: int) -> tuple[list[list[Any]], int]:
         """Oldest lots first; what the lots cannot cover becomes debt."""
         consumed: list[list[Any]] = []
         left = points
-        for lot_date, available in self.lots:
+        for lot in self.lots:
             if left == 0:
                 break
-            taken = min(available, left)
-            consumed.append([lot_date, taken])
+            taken = min(lot.points, left)
+            consumed.append([lot.date, taken])
             left -= taken
         return consumed, left
 
@@ -262,16 +326,16 @@ class Member(Aggregate):
     def _credit(self, at: datetime, points: int, debt_repaid: int) -> None:
         self.debt -= debt_repaid
         if points - debt_repaid > 0:
-            insort(self.lots, [at, points - debt_repaid], key=lambda lot: lot[0])
+            insort(self.lots, Lot(at, points - debt_repaid), key=lambda lot: lot.date)
         self.lifetime_points += points
 
     def _take(self, consumed: list[list[Any]]) -> None:
         for lot_date, taken in consumed:
             for lot in self.lots:
-                if lot[0] == lot_date and lot[1] > 0:
-                    lot[1] -= taken
+                if lot.date == lot_date and lot.points > 0:
+                    lot.points -= taken
                     break
-        self.lots = [lot for lot in self.lots if lot[1] > 0]
+        self.lots = [lot for lot in self.lots if lot.points > 0]
 
     def _seen(self, at: datetime) -> None:
         if self.last_event_at is None or at > self.last_event_at:
@@ -279,25 +343,49 @@ class Member(Aggregate):
 
     @event("PurchaseRecorded")
     def _purchase_recorded(
-        self, event_id: str, order_id: str, amount: Decimal, base_points: int, multiplier: Decimal,
-        points: int, debt_repaid: int, balance: int, qualifying_points: int, at: datetime,
+        self,
+        event_id: str,
+        order_id: str,
+        amount: Decimal,
+        base_points: int,
+        multiplier: Decimal,
+        points: int,
+        debt_repaid: int,
+        balance: int,
+        qualifying_points: int,
+        at: datetime,
     ) -> None:
         self.orders[order_id] = {
-            "at": at, "amount": amount, "earned": points, "base": base_points,
-            "refunded": Decimal(0), "base_removed": 0,
+            "at": at,
+            "amount": amount,
+            "earned": points,
+            "base": base_points,
+            "refunded": Decimal(0),
+            "base_removed": 0,
         }
         self._credit(at, points, debt_repaid)
         self.qualifying_points = qualifying_points
         self._seen(at)
 
     @event("PurchaseRejected")
-    def _purchase_rejected(self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime) -> None:
+    def _purchase_rejected(
+        self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime
+    ) -> None:
         self._seen(at)
 
     @event("RefundRecorded")
     def _refund_recorded(
-        self, event_id: str, order_id: str, amount: Decimal, base_points_removed: int, points: int,
-        consumed: list[list[Any]], debt_added: int, balance: int, qualifying_points: int, at: datetime,
+        self,
+        event_id: str,
+        order_id: str,
+        amount: Decimal,
+        base_points_removed: int,
+        points: int,
+        consumed: list[list[Any]],
+        debt_added: int,
+        balance: int,
+        qualifying_points: int,
+        at: datetime,
     ) -> None:
         order = self.orders[order_id]
         order["refunded"] += amount
@@ -309,7 +397,9 @@ class Member(Aggregate):
         self._seen(at)
 
     @event("RefundRejected")
-    def _refund_rejected(self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime) -> None:
+    def _refund_rejected(
+        self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime
+    ) -> None:
         self._seen(at)
 
     @event("ReferralRecorded")
@@ -318,12 +408,20 @@ class Member(Aggregate):
         self._seen(at)
 
     @event("ReferralRejected")
-    def _referral_rejected(self, event_id: str, referrer_id: str, reason: str, at: datetime) -> None:
+    def _referral_rejected(
+        self, event_id: str, referrer_id: str, reason: str, at: datetime
+    ) -> None:
         self._seen(at)
 
     @event("ReferralRewarded")
     def _referral_rewarded(
-        self, event_id: str, referrer_id: str, points: int, debt_repaid: int, balance: int, at: datetime
+        self,
+        event_id: str,
+        referrer_id: str,
+        points: int,
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
     ) -> None:
         assert self.referral is not None
         self.referral["settled"] = True
@@ -331,15 +429,28 @@ class Member(Aggregate):
 
     @event("ReferrerBonusEarned")
     def _referrer_bonus_earned(
-        self, event_id: str, referee_id: str, points: int, debt_repaid: int, balance: int, at: datetime
+        self,
+        event_id: str,
+        referee_id: str,
+        points: int,
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
     ) -> None:
         self._credit(at, points, debt_repaid)
         self._seen(at)
 
     @event("SocialShareRecorded")
     def _social_share_recorded(
-        self, event_id: str, network: str, url: str | None, day: str, points: int, debt_repaid: int,
-        balance: int, at: datetime,
+        self,
+        event_id: str,
+        network: str,
+        url: str | None,
+        day: str,
+        points: int,
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
     ) -> None:
         self.shares_by_day[day] = self.shares_by_day.get(day, 0) + 1
         self._credit(at, points, debt_repaid)
@@ -347,7 +458,13 @@ class Member(Aggregate):
 
     @event("PointsRedeemed")
     def _points_redeemed(
-        self, event_id: str, reward: str, points: int, consumed: list[list[Any]], balance: int, at: datetime
+        self,
+        event_id: str,
+        reward: str,
+        points: int,
+        consumed: list[list[Any]],
+        balance: int,
+        at: datetime,
     ) -> None:
         self._take(consumed)
         self._seen(at)
@@ -363,7 +480,9 @@ class Member(Aggregate):
         self._take([[lot_date, -points]])
 
     @event("TierChanged")
-    def _tier_changed(self, from_tier: str, to_tier: str, qualifying_points: int, at: datetime) -> None:
+    def _tier_changed(
+        self, from_tier: str, to_tier: str, qualifying_points: int, at: datetime
+    ) -> None:
         self.tier = to_tier
         self.qualifying_points = qualifying_points
 

@@ -98,7 +98,9 @@ class IngestLoop:
             await consumer.stop()
             await producer.stop()
 
-    async def _next_batch(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> list[InputMessage]:
+    async def _next_batch(
+        self, consumer: AIOKafkaConsumer, stopping: asyncio.Event
+    ) -> list[InputMessage]:
         batch: list[InputMessage] = []
         deadline = time.monotonic() + self._batch_seconds
         while len(batch) < self._batch_max and not stopping.is_set():
@@ -136,7 +138,9 @@ class IngestLoop:
         except KafkaError as exc:
             log.warning("Kafka offset commit failed (the store has them): %s", exc)
 
-    async def _publish_dead_letters(self, producer: AIOKafkaProducer, dead: list[DeadLetter]) -> None:
+    async def _publish_dead_letters(
+        self, producer: AIOKafkaProducer, dead: list[DeadLetter]
+    ) -> None:
         if not dead:
             return
         futures = [
@@ -151,7 +155,9 @@ class IngestLoop:
         await asyncio.gather(*futures)
 
 
-async def _start_with_retry(client: AIOKafkaConsumer | AIOKafkaProducer, attempts: int = 30) -> None:
+async def _start_with_retry(
+    client: AIOKafkaConsumer | AIOKafkaProducer, attempts: int = 30
+) -> None:
     # A fresh broker may not have a group coordinator for the first seconds (FACTS.md).
     for attempt in range(1, attempts + 1):
         try:

@@ -146,7 +146,9 @@ class IngestService:
                 )
             outcome = MessageOutcome.REJECTED if decision.rejected else MessageOutcome.APPLIED
             checkpoint.account(m.topic, m.partition, m.offset, outcome)
-            checkpoint.receipts.append(Receipt(command.event_id, m.topic, m.partition, m.offset, outcome))
+            checkpoint.receipts.append(
+                Receipt(command.event_id, m.topic, m.partition, m.offset, outcome)
+            )
         return checkpoint
 
     def _member(self, member_id: str, touched: dict[str, Member]) -> Member:
@@ -160,27 +162,42 @@ class IngestService:
         match command:
             case Purchase():
                 return member.purchase(
-                    program, event_id=command.event_id, order_id=command.order_id,
-                    amount=command.amount, at=command.at,
+                    program,
+                    event_id=command.event_id,
+                    order_id=command.order_id,
+                    amount=command.amount,
+                    at=command.at,
                 )
             case Refund():
                 return member.refund(
-                    program, event_id=command.event_id, order_id=command.order_id,
-                    amount=command.amount, at=command.at,
+                    program,
+                    event_id=command.event_id,
+                    order_id=command.order_id,
+                    amount=command.amount,
+                    at=command.at,
                 )
             case Referral():
                 return member.record_referral(
-                    program, event_id=command.event_id, referrer_id=command.referrer_id, at=command.at
+                    program,
+                    event_id=command.event_id,
+                    referrer_id=command.referrer_id,
+                    at=command.at,
                 )
             case SocialShare():
                 return member.share(
-                    program, event_id=command.event_id, network=command.network,
-                    url=command.url, at=command.at,
+                    program,
+                    event_id=command.event_id,
+                    network=command.network,
+                    url=command.url,
+                    at=command.at,
                 )
             case Redemption():
                 return member.redeem(
-                    program, event_id=command.event_id, points=command.points,
-                    reward=command.reward, at=command.at,
+                    program,
+                    event_id=command.event_id,
+                    points=command.points,
+                    reward=command.reward,
+                    at=command.at,
                 )
 
     def sweep(self, member_ids: Iterable[str], at: datetime, chunk: int = 1000) -> int:

@@ -45,21 +45,21 @@ def create_app(context: Context) -> faust.App:
         topic=settings.topics.member_events,
     )
 
-    @app.task  # type: ignore[misc]
+    @app.task  # type: ignore[untyped-decorator]
     async def ingest() -> None:
         await loop.run(stopping)
 
-    @app.task  # type: ignore[misc]
+    @app.task  # type: ignore[untyped-decorator]
     async def publish_member_events() -> None:
         await relay.run(stopping)
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop(app: faust.App, **_: object) -> None:
         stopping.set()
 
     if settings.daily_sweep:
 
-        @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)  # type: ignore[misc]
+        @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)
         async def daily_sweep() -> None:
             at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             member_ids = await asyncio.to_thread(context.ledger.member_ids)

@@ -56,10 +56,10 @@ class _PgCursor(Cursor):
         self._cur = cur
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        self._cur.execute(sql.replace("?", "%s"), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cur.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+        self._cur.executemany(sql.replace("?", "%s"), rows)
 
     def fetchall(self) -> list[Row]:
         return self._cur.fetchall()
@@ -111,7 +111,9 @@ class SQLiteDatabase(Database):
 
     def __init__(self, url: DatabaseUrl) -> None:
         Path(url.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(url.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            url.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
 
     @contextmanager

@@ -7,7 +7,6 @@ from typing import cast
 from uuid import UUID
 
 import psycopg
-
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.utils import get_topic
 

@@ -13,8 +13,8 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg import Cursor
-from psycopg.sql import SQL
 from psycopg.rows import DictRow
+from psycopg.sql import SQL
 
 from services.store.checkpoint import Checkpoint, tracking_name
 
@@ -35,7 +35,8 @@ INSERT_RECEIPT = (
 )
 ADD_COUNT = (
     "INSERT INTO ingest_counts (topic, outcome, messages) VALUES ({p}, {p}, {p}) "
-    "ON CONFLICT (topic, outcome) DO UPDATE SET messages = ingest_counts.messages + excluded.messages"
+    "ON CONFLICT (topic, outcome) "
+    "DO UPDATE SET messages = ingest_counts.messages + excluded.messages"
 )
 
 SELECT_KNOWN_PG = "SELECT event_id FROM ingest_receipts WHERE event_id = ANY(%s)"
@@ -60,7 +61,7 @@ def _trackings(checkpoint: Checkpoint) -> Iterable[Tracking]:
 class LedgerPostgresRecorder(PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend([SQL(CREATE_RECEIPTS), SQL(CREATE_COUNTS)])  # type: ignore[arg-type]
+        self.sql_create_statements.extend([SQL(CREATE_RECEIPTS), SQL(CREATE_COUNTS)])  # type: ignore[list-item]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

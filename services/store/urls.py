@@ -35,7 +35,9 @@ class DatabaseUrl:
             if not path:
                 raise ValueError(f"sqlite URL needs a file path: {url!r}")
             return cls(scheme="sqlite", path=path)
-        raise ValueError(f"LOYALTY_DATABASE_URL must be postgresql://... or sqlite:///..., not {url!r}")
+        raise ValueError(
+            f"LOYALTY_DATABASE_URL must be postgresql://... or sqlite:///..., not {url!r}"
+        )
 
     @property
     def is_postgres(self) -> bool:

@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def loyalty_env(bootstrap: str, database_url: str, topics: Topics, api_port: int, group: str) -> dict[str, str]:
+def loyalty_env(
+    bootstrap: str, database_url: str, topics: Topics, api_port: int, group: str
+) -> dict[str, str]:
     return {
         **os.environ,
         "LOYALTY_KAFKA_BOOTSTRAP": bootstrap,
@@ -44,14 +46,18 @@ def loyalty_env(bootstrap: str, database_url: str, topics: Topics, api_port: int
 
 
 @contextmanager
-def running(commands: list[str], env: dict[str, str], logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def running(
+    commands: list[str], env: dict[str, str], logs: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = []
     try:
         for command in commands:
             log = (logs / f"{command}.log").open("wb")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "services.cli", command], env=env, stdout=log,
+                    [sys.executable, "-m", "services.cli", command],
+                    env=env,
+                    stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
@@ -77,14 +83,18 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 def wait_for(
-    probe: Callable[[], T | None], timeout: float, what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    what: str,
     procs: list[subprocess.Popen[bytes]] = (),  # type: ignore[assignment]
 ) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise AssertionError(f"{proc.args} exited with {proc.returncode} while waiting for {what}")
+                raise AssertionError(
+                    f"{proc.args} exited with {proc.returncode} while waiting for {what}"
+                )
         value = probe()
         if value is not None:
             return value

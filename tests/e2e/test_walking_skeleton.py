@@ -23,8 +23,13 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
     port = free_port()
     env = loyalty_env(kafka_bootstrap, postgres_url, topics, port, f"g-{uuid.uuid4().hex[:8]}")
     purchase = {
-        "event_id": "e2e-1", "type": "purchase", "occurred_at": "2026-03-01T12:00:00Z",
-        "member_id": "alice", "order_id": "o-1", "amount": "123.45", "currency": "EUR",
+        "event_id": "e2e-1",
+        "type": "purchase",
+        "occurred_at": "2026-03-01T12:00:00Z",
+        "member_id": "alice",
+        "order_id": "o-1",
+        "amount": "123.45",
+        "currency": "EUR",
     }
     with running(["worker", "projector", "api"], env, tmp_path) as procs:
         report = asyncio.run(publish_lines([orjson.dumps(purchase)], kafka_bootstrap, topics))
@@ -36,8 +41,12 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
 
         member = wait_for(credited, timeout=90, what="alice's balance through the API", procs=procs)
         assert member == {
-            "member_id": "alice", "balance": 123, "tier": "bronze", "qualifying_points": 123,
-            "lifetime_points": 123, "last_event_at": "2026-03-01T12:00:00Z",
+            "member_id": "alice",
+            "balance": 123,
+            "tier": "bronze",
+            "qualifying_points": 123,
+            "lifetime_points": 123,
+            "last_event_at": "2026-03-01T12:00:00Z",
         }
         status, body = get_json(f"http://127.0.0.1:{port}/members/nobody")
         assert status == 404

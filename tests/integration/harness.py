@@ -19,8 +19,12 @@ from services.ingest.consumer import IngestLoop
 def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -> Context:
     return build(
         Settings(
-            kafka_bootstrap=bootstrap, database_url=database_url, topics=topics,
-            consumer_group=group, daily_sweep=False, batch_max_seconds=0.1,
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            topics=topics,
+            consumer_group=group,
+            daily_sweep=False,
+            batch_max_seconds=0.1,
         )
     )
 
@@ -29,10 +33,14 @@ def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -
 async def ingesting(context: Context) -> AsyncIterator[IngestLoop]:
     settings = context.settings
     loop = IngestLoop(
-        bootstrap=settings.kafka_bootstrap, group=settings.consumer_group,
-        topics=settings.topics.inputs, dead_letter_topic=settings.topics.dead_letters,
-        ledger=context.ledger, service=context.ingest_service(),
-        batch_max=settings.batch_max_messages, batch_seconds=settings.batch_max_seconds,
+        bootstrap=settings.kafka_bootstrap,
+        group=settings.consumer_group,
+        topics=settings.topics.inputs,
+        dead_letter_topic=settings.topics.dead_letters,
+        ledger=context.ledger,
+        service=context.ingest_service(),
+        batch_max=settings.batch_max_messages,
+        batch_seconds=settings.batch_max_seconds,
     )
     stopping = asyncio.Event()
     task = asyncio.create_task(loop.run(stopping))

@@ -18,15 +18,34 @@ AT = "2026-03-01T12:00:00Z"
 async def test_every_message_is_applied_duplicate_rejected_or_dead_lettered(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
-    purchase = dict(type="purchase", occurred_at=AT, member_id="ann", order_id="o1", amount="20.00",
-                    currency="EUR")
+    purchase = dict(
+        type="purchase",
+        occurred_at=AT,
+        member_id="ann",
+        order_id="o1",
+        amount="20.00",
+        currency="EUR",
+    )
     good = [
         event(topics.purchases, event_id="p1", **purchase),
         event(topics.purchases, event_id="p1", **purchase),  # an upstream retry: duplicate
-        event(topics.redemptions, event_id="r1", type="redemption", occurred_at=AT, member_id="ann",
-              points=500, reward="mug"),  # beyond the balance: rejected by a rule
-        event(topics.referrals, event_id="f1", type="referral", occurred_at=AT, referrer_id="bob",
-              referee_id="bob"),  # self referral: rejected by a rule
+        event(
+            topics.redemptions,
+            event_id="r1",
+            type="redemption",
+            occurred_at=AT,
+            member_id="ann",
+            points=500,
+            reward="mug",
+        ),  # beyond the balance: rejected by a rule
+        event(
+            topics.referrals,
+            event_id="f1",
+            type="referral",
+            occurred_at=AT,
+            referrer_id="bob",
+            referee_id="bob",
+        ),  # self referral: rejected by a rule
     ]
     poison = [
         (topics.purchases, b"ann", b"{not json"),
@@ -34,9 +53,17 @@ async def test_every_message_is_applied_duplicate_rejected_or_dead_lettered(
         (topics.purchases, b"ann", orjson.dumps({**purchase, "event_id": "x1", "member_id": None})),
         (topics.purchases, b"ann", orjson.dumps({**purchase, "event_id": "x2", "type": "gift"})),
         (topics.redemptions, b"ann", orjson.dumps({**purchase, "event_id": "x3"})),
-        (topics.purchases, b"ann", orjson.dumps({**purchase, "event_id": "x4", "occurred_at": "yesterday"})),
+        (
+            topics.purchases,
+            b"ann",
+            orjson.dumps({**purchase, "event_id": "x4", "occurred_at": "yesterday"}),
+        ),
         (topics.purchases, b"ann", orjson.dumps({**purchase, "event_id": "x5", "currency": "USD"})),
-        (topics.purchases, b"ann", orjson.dumps({**purchase, "event_id": "x6", "amount": "2000000"})),
+        (
+            topics.purchases,
+            b"ann",
+            orjson.dumps({**purchase, "event_id": "x6", "amount": "2000000"}),
+        ),
     ]
     context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
     await send(kafka_bootstrap, [*good, *poison])
@@ -52,7 +79,9 @@ async def test_every_message_is_applied_duplicate_rejected_or_dead_lettered(
     assert counts[(topics.purchases, MessageOutcome.DUPLICATE)] == 1
     assert counts[(topics.redemptions, MessageOutcome.REJECTED)] == 1
     assert counts[(topics.referrals, MessageOutcome.REJECTED)] == 1
-    dead_counted = sum(n for (_, outcome), n in counts.items() if outcome == MessageOutcome.DEAD_LETTERED)
+    dead_counted = sum(
+        n for (_, outcome), n in counts.items() if outcome == MessageOutcome.DEAD_LETTERED
+    )
     assert dead_counted == len(poison)
 
     letters = await read_all(kafka_bootstrap, topics.dead_letters, len(poison))
@@ -66,7 +95,9 @@ async def test_every_message_is_applied_duplicate_rejected_or_dead_lettered(
         assert int(headers["source.offset"]) >= 0
     reasons = {r.value: dict(r.headers)["error"].decode() for r in letters}
     assert "not JSON" in reasons[b"{not json"]
-    assert "currency 'USD'" in reasons[orjson.dumps({**purchase, "event_id": "x5", "currency": "USD"})]
+    assert (
+        "currency 'USD'" in reasons[orjson.dumps({**purchase, "event_id": "x5", "currency": "USD"})]
+    )
 
     member = context.ledger.member("ann")
     assert member is not None and member.balance == 20

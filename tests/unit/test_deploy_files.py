@@ -22,6 +22,9 @@ def test_compose_runs_the_whole_system_with_the_contract_environment() -> None:
         assert env["LOYALTY_DATABASE_URL"].startswith("postgresql://")
         assert env["LOYALTY_DAILY_SWEEP"] in {"on", "off"}
         assert service["command"] == [name]
-        assert Settings.from_env({k: str(v) for k, v in env.items()}).database_url == env["LOYALTY_DATABASE_URL"]
+        assert (
+            Settings.from_env({k: str(v) for k, v in env.items()}).database_url
+            == env["LOYALTY_DATABASE_URL"]
+        )
     assert "8080" in " ".join(str(p) for p in services["api"]["ports"])
     assert (ROOT / services["worker"]["build"]["dockerfile"]).exists()

@@ -20,8 +20,15 @@ AT = "2026-03-01T12:00:00Z"
 
 
 def purchase(**overrides: Any) -> dict[str, Any]:
-    event = {"event_id": "e1", "type": "purchase", "occurred_at": AT, "member_id": "m1",
-             "order_id": "o1", "amount": "10.50", "currency": "EUR"}
+    event = {
+        "event_id": "e1",
+        "type": "purchase",
+        "occurred_at": AT,
+        "member_id": "m1",
+        "order_id": "o1",
+        "amount": "10.50",
+        "currency": "EUR",
+    }
     event.update(overrides)
     return {k: v for k, v in event.items() if v is not None}
 
@@ -40,13 +47,33 @@ def reason(event: Any, topic: str = TOPICS.purchases) -> str:
 def test_a_valid_event_of_each_type_becomes_its_command() -> None:
     at = datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert decode(purchase()) == Purchase("e1", "m1", "o1", Decimal("10.50"), at)
-    assert decode(purchase(type="refund", currency=None, amount=3)) == Refund("e1", "m1", "o1", Decimal("3.00"), at)
-    referral = {"event_id": "r", "type": "referral", "occurred_at": AT, "referrer_id": "a", "referee_id": "b"}
+    assert decode(purchase(type="refund", currency=None, amount=3)) == Refund(
+        "e1", "m1", "o1", Decimal("3.00"), at
+    )
+    referral = {
+        "event_id": "r",
+        "type": "referral",
+        "occurred_at": AT,
+        "referrer_id": "a",
+        "referee_id": "b",
+    }
     assert decode(referral, TOPICS.referrals) == Referral("r", "b", "a", at)
-    share = {"event_id": "s", "type": "social_share", "occurred_at": AT, "member_id": "m", "network": "x"}
+    share = {
+        "event_id": "s",
+        "type": "social_share",
+        "occurred_at": AT,
+        "member_id": "m",
+        "network": "x",
+    }
     assert decode(share, TOPICS.social_shares) == SocialShare("s", "m", "x", None, at)
-    redemption = {"event_id": "d", "type": "redemption", "occurred_at": AT, "member_id": "m",
-                  "points": 5, "reward": "mug"}
+    redemption = {
+        "event_id": "d",
+        "type": "redemption",
+        "occurred_at": AT,
+        "member_id": "m",
+        "points": 5,
+        "reward": "mug",
+    }
     assert decode(redemption, TOPICS.redemptions) == Redemption("d", "m", 5, "mug", at)
 
 
@@ -95,10 +122,22 @@ def test_a_type_on_the_wrong_topic_is_dead_lettered() -> None:
 
 
 def test_unknown_network_and_fractional_points_are_dead_lettered() -> None:
-    share = {"event_id": "s", "type": "social_share", "occurred_at": AT, "member_id": "m", "network": "myspace"}
+    share = {
+        "event_id": "s",
+        "type": "social_share",
+        "occurred_at": AT,
+        "member_id": "m",
+        "network": "myspace",
+    }
     assert "network 'myspace'" in reason(share, TOPICS.social_shares)
-    redemption = {"event_id": "d", "type": "redemption", "occurred_at": AT, "member_id": "m",
-                  "points": 2.5, "reward": "mug"}
+    redemption = {
+        "event_id": "d",
+        "type": "redemption",
+        "occurred_at": AT,
+        "member_id": "m",
+        "points": 2.5,
+        "reward": "mug",
+    }
     assert "points" in reason(redemption, TOPICS.redemptions)
     assert "points" in reason({**redemption, "points": 0}, TOPICS.redemptions)
 
