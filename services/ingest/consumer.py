@@ -27,23 +27,25 @@ log = logging.getLogger(__name__)
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
     """The store, not Kafka's committed offset, says where each partition resumes."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, ledger: Ledger, service: IngestService) -> None:
+    def __init__(self, loop: IngestLoop, consumer: AIOKafkaConsumer) -> None:
+        self._loop = loop
         self._consumer = consumer
-        self._ledger = ledger
-        self._service = service
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Another worker may write these members next: our cached copies would go stale.
         if revoked:
-            self._service.members.clear()
+            self._loop.assignment_changed()
+        for tp in revoked:
+            self._loop.next_offsets.pop((tp.topic, tp.partition), None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._loop.assignment_changed()
+        ledger = self._loop.ledger
         for tp in assigned:
-            position = await asyncio.to_thread(self._ledger.input_position, tp.topic, tp.partition)
-            if position is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, position + 1)
+            position = await asyncio.to_thread(ledger.input_position, tp.topic, tp.partition)
+            start = 0 if position is None else position + 1
+            self._loop.next_offsets[(tp.topic, tp.partition)] = start
+            self._consumer.seek(tp, start)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
@@ -64,11 +66,21 @@ class IngestLoop:
         self._group = group
         self._topics = tuple(topics)
         self._dead_letter_topic = dead_letter_topic
-        self._ledger = ledger
+        self.ledger = ledger
         self._service = service
         self._batch_max = batch_max
         self._batch_seconds = batch_seconds
         self.totals: dict[str, int] = {}
+        # (topic, partition) -> next offset to hand to the service
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        # Bumped on every rebalance: aiokafka may fetch before our listener has sought
+        # to the store's positions, so a batch begun under an older assignment is dropped
+        # (nothing of it is stored yet) and read again from the sought positions.
+        self._assignment = 0
+
+    def assignment_changed(self) -> None:
+        self._assignment += 1
+        self._service.members.clear()
 
     async def run(self, stopping: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -85,7 +97,7 @@ class IngestLoop:
         )
         consumer.subscribe(
             topics=list(self._topics),
-            listener=SeekToStoredPositions(consumer, self._ledger, self._service),
+            listener=SeekToStoredPositions(self, consumer),
         )
         await _start_with_retry(consumer)
         await _start_with_retry(producer)
@@ -103,6 +115,7 @@ class IngestLoop:
     ) -> list[InputMessage]:
         batch: list[InputMessage] = []
         deadline = time.monotonic() + self._batch_seconds
+        assignment = self._assignment
         while len(batch) < self._batch_max and not stopping.is_set():
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and batch:
@@ -110,11 +123,21 @@ class IngestLoop:
             records = await consumer.getmany(
                 timeout_ms=max(left_ms, 50), max_records=self._batch_max - len(batch)
             )
+            if assignment != self._assignment:
+                assignment = self._assignment
+                batch.clear()
             for tp, rows in records.items():
+                key = (tp.topic, tp.partition)
+                expected = self.next_offsets.get(key)
+                if expected is None:
+                    continue  # not (or no longer) ours
+                fresh = [r for r in rows if r.offset >= expected]
+                if fresh:
+                    self.next_offsets[key] = fresh[-1].offset + 1
                 batch.extend(
-                    InputMessage(tp.topic, tp.partition, r.offset, r.key, r.value) for r in rows
+                    InputMessage(tp.topic, tp.partition, r.offset, r.key, r.value) for r in fresh
                 )
-            if not records and not batch:
+            if not batch:
                 deadline = time.monotonic() + self._batch_seconds
         return batch
 

@@ -9,6 +9,7 @@ the batch touched and decides again from the store.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,21 @@ MAX_ATTEMPTS = 8
 class BatchReport:
     outcomes: dict[MessageOutcome, int] = field(default_factory=dict)
     skipped: int = 0  # messages already taken in by the store (a redelivery after a crash)
+
+
+def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:
+    """Merges the batch's partitions by occurred_at, keeping each partition's own order.
+
+    A member's events arrive on up to four topics; applying whatever partition was
+    fetched first would, say, decline a redemption whose purchase sits in the same
+    batch on another topic. Within a partition, arrival order is kept (CONTRACT 3).
+    """
+    partitions: dict[tuple[str, int], list[Decoded]] = {}
+    for item in decoded:
+        partitions.setdefault((item.message.topic, item.message.partition), []).append(item)
+    if len(partitions) < 2:
+        return list(decoded)
+    return list(heapq.merge(*partitions.values(), key=lambda item: item.command.at))
 
 
 class MemberCache:
@@ -126,6 +142,7 @@ class IngestService:
         self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter], touched: dict[str, Member]
     ) -> Checkpoint:
         checkpoint = Checkpoint()
+        decoded = interleave(decoded)
         for letter in dead:
             m = letter.message
             checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)

@@ -53,4 +53,5 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
         status, body = get_json(f"http://127.0.0.1:{port}/status")
         assert status == 200
         assert body["inputs"][topics.purchases]["applied"] == 1
+        assert body["inputs"][topics.purchases]["duplicate"] == 0
         assert body["inputs"][topics.purchases]["consumer_lag"] == 0
