@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
         print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
         return 0 if report.unroutable == 0 else 1
-    context = build()
+    try:
+        context = build()
+    except ValueError as exc:  # ProgramError, a bad URL or setting: say it in one line
+        print(f"loyalty: {exc}", file=sys.stderr)
+        return 2
     if args.command == "worker":
         from services.ingest.worker import run_worker
 
