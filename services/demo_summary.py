@@ -49,6 +49,11 @@ def main() -> int:
             f"rejected {counts['rejected']:>3}  dead-lettered {counts['dead_lettered']:>3}"
         )
     print(f"  store position {status['store_position']}")
+    if any(t["duplicate"] for t in status["inputs"].values()):
+        print("  (duplicates: this demo stream was published by an earlier `make run` too; its")
+        print(
+            "   event_ids were recognised and nothing was applied twice. `make clean` starts over.)"
+        )
     print("\nTop balances")
     for m in _get(base, "/members?limit=5")["members"]:
         print(

@@ -2,7 +2,9 @@
 
 Its position is a tracking record written after Kafka acknowledged the messages, so a
 crash republishes at most the last unacknowledged page (consumers dedupe on `id`) and
-never skips one. One relay per store: the worker runs it under faust's leader election.
+never skips one. The worker pumps it on faust's elected leader only; should two
+leaders overlap during a rebalance, the slower one's position write fails the
+tracking record's only-forward check and it re-reads where the other got to.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
 from services import member_events
 from services.store.ledger import Ledger
@@ -29,35 +31,56 @@ class MemberEventRelay:
         self._topic = topic
         self._page = page
         self._member_ids: dict[UUID, str] = {}
+        self._producer: AIOKafkaProducer | None = None
 
     def position(self) -> int:
         return self._ledger.store.max_tracking_id(RELAY_TRACKING_NAME) or 0
 
-    async def run(self, stopping: asyncio.Event, idle_seconds: float = 0.2) -> None:
-        producer = AIOKafkaProducer(
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=10
         )
-        await producer.start()
-        try:
-            position = await asyncio.to_thread(self.position)
-            while not stopping.is_set():
-                page = await asyncio.to_thread(self._next_page, position)
-                if not page:
-                    await asyncio.sleep(idle_seconds)
-                    continue
-                futures = []
-                for notification, member_id in page:
-                    value = member_events.encode(notification, member_id, notification.id)
-                    futures.append(
-                        await producer.send(self._topic, value=value, key=member_id.encode())
-                    )
-                await asyncio.gather(*futures)
-                position = page[-1][0].id
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def pump(self) -> int:
+        """Publishes what the store holds beyond the relay's position; returns how many."""
+        assert self._producer is not None, "start() the relay first"
+        published = 0
+        position = await asyncio.to_thread(self.position)
+        while page := await asyncio.to_thread(self._next_page, position):
+            futures = [
+                await self._producer.send(
+                    self._topic,
+                    value=member_events.encode(notification, member_id, notification.id),
+                    key=member_id.encode(),
+                )
+                for notification, member_id in page
+            ]
+            await asyncio.gather(*futures)
+            position = page[-1][0].id
+            try:
                 await asyncio.to_thread(
                     self._ledger.store.insert_tracking, Tracking(RELAY_TRACKING_NAME, position)
                 )
+            except IntegrityError:
+                log.warning("another relay is ahead of %d; resuming from its position", position)
+                return published
+            published += len(page)
+        return published
+
+    async def run(self, stopping: asyncio.Event, idle_seconds: float = 0.2) -> None:
+        await self.start()
+        try:
+            while not stopping.is_set():
+                if await self.pump() == 0:
+                    await asyncio.sleep(idle_seconds)
         finally:
-            await producer.stop()
+            await self.stop()
 
     def _next_page(self, position: int) -> list[tuple[Notification, str]]:
         notifications = self._ledger.store.select_notifications(
@@ -70,7 +93,8 @@ class MemberEventRelay:
         member_id = self._member_ids.get(key)
         if member_id is None:
             first = self._ledger.store.select_events(key, lte=1)
-            member_id = self._ledger.mapper.to_domain_event(first[0]).member_id  # type: ignore[attr-defined]
+            registered = self._ledger.mapper.to_domain_event(first[0])
+            member_id = str(registered.member_id)  # type: ignore[attr-defined]
             if len(self._member_ids) > 500_000:
                 self._member_ids.clear()
             self._member_ids[key] = member_id

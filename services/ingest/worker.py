@@ -50,12 +50,18 @@ def create_app(context: Context) -> faust.App:
         await loop.run(stopping)
 
     @app.task  # type: ignore[untyped-decorator]
+    async def start_relay() -> None:
+        await relay.start()
+
+    # One relay per store: faust elects the leader among the workers.
+    @app.timer(0.5, on_leader=True)  # type: ignore[untyped-decorator]
     async def publish_member_events() -> None:
-        await relay.run(stopping)
+        await relay.pump()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop(app: faust.App, **_: object) -> None:
         stopping.set()
+        await relay.stop()
 
     if settings.daily_sweep:
 

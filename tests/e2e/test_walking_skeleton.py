@@ -10,9 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
+from services import member_events
 from services.config import Topics
 from services.publish import publish_lines
 from tests.e2e.processes import free_port, get_json, loyalty_env, running, wait_for
+from tests.integration.harness import read_all
 
 pytestmark = pytest.mark.e2e
 
@@ -55,3 +57,11 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
         assert body["inputs"][topics.purchases]["applied"] == 1
         assert body["inputs"][topics.purchases]["duplicate"] == 0
         assert body["inputs"][topics.purchases]["consumer_lag"] == 0
+        # The worker's relay publishes the member's domain events on the changelog.
+        changelog = asyncio.run(read_all(kafka_bootstrap, topics.member_events, expected=2))
+        assert [
+            member_events.decode(r.value).stored.topic.rsplit(".", 1)[-1] for r in changelog
+        ] == [
+            "Registered",
+            "PurchaseRecorded",
+        ]
