@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.config import Settings
+from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
 from services.program import Program, load_program
+from services.relay import MemberEventRelay
 from services.store.ledger import Ledger
 from services.validation import Decoder
 
@@ -23,6 +25,26 @@ class Context:
     def ingest_service(self) -> IngestService:
         decoder = Decoder(self.program, self.settings.topics.carried_types)
         return IngestService(self.ledger, self.program, decoder)
+
+    def ingest_loop(self) -> IngestLoop:
+        settings = self.settings
+        return IngestLoop(
+            bootstrap=settings.kafka_bootstrap,
+            group=settings.consumer_group,
+            topics=settings.topics.inputs,
+            dead_letter_topic=settings.topics.dead_letters,
+            ledger=self.ledger,
+            service=self.ingest_service(),
+            batch_max=settings.batch_max_messages,
+            batch_seconds=settings.batch_max_seconds,
+        )
+
+    def relay(self) -> MemberEventRelay:
+        return MemberEventRelay(
+            ledger=self.ledger,
+            bootstrap=self.settings.kafka_bootstrap,
+            topic=self.settings.topics.member_events,
+        )
 
 
 def build(settings: Settings | None = None) -> Context:

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 import faust
 
 from services.bootstrap import Context
-from services.ingest.consumer import IngestLoop
-from services.relay import MemberEventRelay
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +25,9 @@ def create_app(context: Context) -> faust.App:
         topic_partitions=1,
         producer_acks=-1,
     )
-    service = context.ingest_service()
     stopping = asyncio.Event()
-    loop = IngestLoop(
-        bootstrap=settings.kafka_bootstrap,
-        group=settings.consumer_group,
-        topics=settings.topics.inputs,
-        dead_letter_topic=settings.topics.dead_letters,
-        ledger=context.ledger,
-        service=service,
-        batch_max=settings.batch_max_messages,
-        batch_seconds=settings.batch_max_seconds,
-    )
-    relay = MemberEventRelay(
-        ledger=context.ledger,
-        bootstrap=settings.kafka_bootstrap,
-        topic=settings.topics.member_events,
-    )
+    loop = context.ingest_loop()
+    relay = context.relay()
 
     @app.task  # type: ignore[untyped-decorator]
     async def ingest() -> None:
@@ -68,8 +52,11 @@ def create_app(context: Context) -> faust.App:
         @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)
         async def daily_sweep() -> None:
             at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            # Its own members, not the ingest loop's: the two run in different threads,
+            # and optimistic concurrency reconciles what both touch.
+            sweeper = context.ingest_service()
             member_ids = await asyncio.to_thread(context.ledger.member_ids)
-            written = await asyncio.to_thread(service.sweep, member_ids, at)
+            written = await asyncio.to_thread(sweeper.sweep, member_ids, at)
             log.info("daily sweep as of %s: %d events", at.isoformat(), written)
 
     return app

@@ -6,7 +6,8 @@ which both recorders run inside the transaction that inserts the stored events.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent, Tracking
@@ -45,17 +46,23 @@ SELECT_COUNTS = "SELECT topic, outcome, messages FROM ingest_counts"
 SQLITE_MAX_PARAMS = 500
 
 
-def _rows(checkpoint: Checkpoint) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _write(
+    checkpoint: Checkpoint,
+    insert_tracking: Callable[[Tracking], None],
+    executemany: Callable[[str, list[tuple[Any, ...]]], Any],
+    placeholder: str,
+) -> None:
+    # Positions go through eventsourcing's tracking records, which refuse to move back.
+    for (topic, partition), offset in sorted(checkpoint.positions.items()):
+        insert_tracking(Tracking(tracking_name(topic, partition), offset))
     receipts = [
         (r.event_id, r.topic, r.partition, r.offset, r.outcome.value) for r in checkpoint.receipts
     ]
+    if receipts:
+        executemany(INSERT_RECEIPT.format(p=placeholder), receipts)
     counts = [(topic, outcome, n) for (topic, outcome), n in sorted(checkpoint.counts.items())]
-    return receipts, counts
-
-
-def _trackings(checkpoint: Checkpoint) -> Iterable[Tracking]:
-    for (topic, partition), offset in sorted(checkpoint.positions.items()):
-        yield Tracking(tracking_name(topic, partition), offset)
+    if counts:
+        executemany(ADD_COUNT.format(p=placeholder), counts)
 
 
 class LedgerPostgresRecorder(PostgresProcessRecorder):
@@ -68,13 +75,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
     ) -> None:
         checkpoint: Checkpoint | None = kwargs.get("checkpoint")
         if checkpoint is not None:
-            for tracking in _trackings(checkpoint):
-                self._insert_tracking(curs, tracking)
-            receipts, counts = _rows(checkpoint)
-            if receipts:
-                curs.executemany(INSERT_RECEIPT.format(p="%s"), receipts)
-            if counts:
-                curs.executemany(ADD_COUNT.format(p="%s"), counts)
+            _write(checkpoint, partial(self._insert_tracking, curs), curs.executemany, "%s")
         super()._insert_events(curs, stored_events, **kwargs)
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
@@ -98,13 +99,7 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
         returning = super()._insert_events(c, stored_events, **kwargs)
         checkpoint: Checkpoint | None = kwargs.get("checkpoint")
         if checkpoint is not None:
-            for tracking in _trackings(checkpoint):
-                self._insert_tracking(c, tracking)
-            receipts, counts = _rows(checkpoint)
-            if receipts:
-                c.executemany(INSERT_RECEIPT.format(p="?"), receipts)
-            if counts:
-                c.executemany(ADD_COUNT.format(p="?"), counts)
+            _write(checkpoint, partial(self._insert_tracking, c), c.executemany, "?")
         return returning
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:

@@ -31,17 +31,7 @@ def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -
 
 @asynccontextmanager
 async def ingesting(context: Context) -> AsyncIterator[IngestLoop]:
-    settings = context.settings
-    loop = IngestLoop(
-        bootstrap=settings.kafka_bootstrap,
-        group=settings.consumer_group,
-        topics=settings.topics.inputs,
-        dead_letter_topic=settings.topics.dead_letters,
-        ledger=context.ledger,
-        service=context.ingest_service(),
-        batch_max=settings.batch_max_messages,
-        batch_seconds=settings.batch_max_seconds,
-    )
+    loop = context.ingest_loop()
     stopping = asyncio.Event()
     task = asyncio.create_task(loop.run(stopping))
     try:
@@ -89,3 +79,12 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 3
     finally:
         await consumer.stop()
     return records
+
+
+async def ingest_all(context: Context, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+    """Publishes the records and runs the ingest loop until each one is accounted for."""
+    await send(context.settings.kafka_bootstrap, records)
+    async with ingesting(context):
+        await wait_until(
+            lambda: sum(context.ledger.message_counts().values()) == len(records), 60, "ingest"
+        )

@@ -21,7 +21,7 @@ from services.bootstrap import Context
 from services.config import Topics
 from services.relay import MemberEventRelay
 from services.store.database import connect
-from tests.integration.harness import context_for, event, ingesting, read_all, send, wait_until
+from tests.integration.harness import context_for, event, ingest_all, read_all, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,12 +121,7 @@ async def test_every_rule_holds_from_kafka_to_the_api(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
     context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
-    messages = scenario(topics)
-    await send(kafka_bootstrap, messages)
-    async with ingesting(context):
-        await wait_until(
-            lambda: sum(context.ledger.message_counts().values()) == len(messages), 60, "ingest"
-        )
+    await ingest_all(context, scenario(topics))
     runner = ProjectionRunner(
         context.ledger, connect(postgres_url), default_projections(context.program.lowest_tier)
     )
@@ -187,12 +182,7 @@ async def test_member_events_are_published_in_store_order_and_rebuild_the_ledger
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
     context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
-    messages = scenario(topics)
-    await send(kafka_bootstrap, messages)
-    async with ingesting(context):
-        await wait_until(
-            lambda: sum(context.ledger.message_counts().values()) == len(messages), 60, "ingest"
-        )
+    await ingest_all(context, scenario(topics))
     stored = context.ledger.last_position()
     relay = MemberEventRelay(
         ledger=context.ledger, bootstrap=kafka_bootstrap, topic=topics.member_events
