@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit lint venv services-up services-down clean
+.PHONY: run test chaos unit lint venv services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 ## make test: unit, integration and e2e tests against a real Kafka and PostgreSQL
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+## make chaos: the crash test with 100 SIGKILLs of a worker mid-stream (about 10 minutes)
+chaos: $(STAMP)
+	LOYALTY_CHAOS_KILLS=100 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/e2e/test_crash_and_rebalance.py -k killed
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="expiry and tier review of every member as of T")
     sweep.add_argument("--as-of", type=_parse_time, required=True, dest="as_of")
     sub.add_parser("status", help="store position, projection positions, consumer lag")
+    digest = sub.add_parser("digest", help="SHA-256 over every member's ledger, as of T")
+    digest.add_argument("--as-of", type=_parse_time, default=None, dest="as_of")
     demo = sub.add_parser("demo", help="write a generated demo stream as JSON Lines")
     demo.add_argument("file", type=Path)
     demo.add_argument("--members", type=int, default=300)
@@ -81,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         service = context.ingest_service()
         written = service.sweep(context.ledger.member_ids(), args.as_of)
         print(f"sweep as of {args.as_of.isoformat()}: {written} events")
+        return 0
+    if args.command == "digest":
+        from services.digest import digest as ledger_digest
+
+        print(ledger_digest(context.ledger, context.program, args.as_of))
         return 0
     if args.command == "status":
         from services.status import gather_status

@@ -9,10 +9,13 @@ the web status page.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
 
+import eventsourcing.persistence
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -22,6 +25,15 @@ from services.ingest.service import IngestService
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
+
+# Failures of the infrastructure, never of a message: retried, not dead-lettered.
+OUTAGES: tuple[type[BaseException], ...] = (
+    KafkaError,
+    OSError,
+    psycopg.OperationalError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+)
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -144,14 +156,16 @@ class IngestLoop:
     async def _process(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, messages: list[InputMessage]
     ) -> None:
-        decoded, dead = self._service.decode(messages)
-        # Dead letters are published before the store takes their offsets in: a crash
-        # in between redelivers them (at-least-once on the dead-letter topic; readers
-        # dedupe on source.topic/partition/offset), but never loses one.
-        await self._publish_dead_letters(producer, dead)
-        report = await asyncio.to_thread(self._service.commit, decoded, dead)
-        for outcome, n in report.outcomes.items():
-            self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
+        for attempt in itertools.count(1):
+            try:
+                await self._take_in(producer, messages)
+                break
+            except OUTAGES as exc:
+                # Not the messages' fault: the same batch is tried again, forever; the
+                # store's positions make a half-done earlier attempt harmless.
+                delay = min(30.0, 0.5 * 2**attempt)
+                log.error("store or broker unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
         # For lag tools only: the store's positions are what a restart resumes from.
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for m in messages:
@@ -160,6 +174,32 @@ class IngestLoop:
             await consumer.commit(offsets)
         except KafkaError as exc:
             log.warning("Kafka offset commit failed (the store has them): %s", exc)
+
+    async def _take_in(self, producer: AIOKafkaProducer, messages: list[InputMessage]) -> None:
+        """Commits the messages; a failure not of the store's making is narrowed down by
+        halving until the one message that causes it is dead-lettered with the reason."""
+        decoded, dead = self._service.decode(messages)
+        # Dead letters are published before the store takes their offsets in: a crash
+        # in between redelivers them (at-least-once on the dead-letter topic; readers
+        # dedupe on source.topic/partition/offset), but never loses one.
+        await self._publish_dead_letters(producer, dead)
+        try:
+            report = await asyncio.to_thread(self._service.commit, decoded, dead)
+        except OUTAGES:
+            raise
+        except Exception as exc:
+            if len(messages) == 1:
+                log.exception("message %s failed; dead-lettering it", messages[0])
+                letter = DeadLetter(messages[0], f"processing failed: {type(exc).__name__}: {exc}")
+                await self._publish_dead_letters(producer, [letter])
+                report = await asyncio.to_thread(self._service.commit, [], [letter])
+            else:
+                middle = len(messages) // 2
+                await self._take_in(producer, messages[:middle])
+                await self._take_in(producer, messages[middle:])
+                return
+        for outcome, n in report.outcomes.items():
+            self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
 
     async def _publish_dead_letters(
         self, producer: AIOKafkaProducer, dead: list[DeadLetter]

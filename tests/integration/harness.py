@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.bootstrap import Context, build
 from services.config import Settings, Topics
 from services.ingest.consumer import IngestLoop
+from services.status import end_offsets
 
 
 def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -> Context:
@@ -88,3 +89,24 @@ async def ingest_all(context: Context, records: Sequence[tuple[str, bytes | None
         await wait_until(
             lambda: sum(context.ledger.message_counts().values()) == len(records), 60, "ingest"
         )
+
+
+async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of the topic up to its current end offsets."""
+    ends = {
+        TopicPartition(t, p): end
+        for (t, p), end in (await end_offsets(bootstrap, (topic,))).items()
+    }
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        records: list[Any] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for rows in batch.values():
+                records.extend(rows)
+        return records
+    finally:
+        await consumer.stop()

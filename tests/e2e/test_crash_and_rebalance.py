@@ -1,0 +1,174 @@
+"""Exactly-once under SIGKILL, rebalances and redelivery (CONTRACT section 2).
+
+Each test compares the store the workers built with a clean run: every partition's
+records applied once, in order, into a fresh store. `make test` runs a quick variant;
+`make chaos` sets LOYALTY_CHAOS_KILLS=100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.bootstrap import build
+from services.config import Settings, Topics
+from services.digest import digest
+from services.ingest.messages import InputMessage
+from tests.e2e.chaos import clean_run, stream
+from tests.e2e.processes import free_port, loyalty_env, wait_for
+from tests.integration.harness import read_to_end, send
+
+pytestmark = pytest.mark.e2e
+KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
+PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
+
+
+class Published:
+    def __init__(self, records: list[Any], expected_digest: str, expected_counts: dict[Any, int]):
+        self.records = records
+        self.digest = expected_digest
+        self.counts = expected_counts
+
+
+@pytest.fixture
+def published(kafka_bootstrap: str, topics: Topics, sqlite_url: str) -> Published:
+    asyncio.run(send(kafka_bootstrap, stream(topics, seed=11)))
+    records = [
+        r
+        for topic in (topics.purchases, topics.social_shares)
+        for r in asyncio.run(read_to_end(kafka_bootstrap, topic))
+    ]
+    records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+    expected_digest, expected_counts = clean_run(records, topics, sqlite_url)
+    assert expected_counts[(topics.purchases, "duplicate")] > 0
+    assert expected_counts[(topics.purchases, "dead_lettered")] > 0
+    return Published(records, expected_digest, expected_counts)
+
+
+def worker_env(kafka_bootstrap: str, postgres_url: str, topics: Topics) -> dict[str, str]:
+    env = loyalty_env(
+        kafka_bootstrap, postgres_url, topics, free_port(), f"g-{uuid.uuid4().hex[:8]}"
+    )
+    env["LOYALTY_BATCH_MAX"] = "150"  # many small commits: more places for a kill to land
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "worker"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def accounted(database_url: str) -> int:
+    return sum(build(Settings(database_url=database_url)).ledger.message_counts().values())
+
+
+def settle(database_url: str, expected: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    wait_for(
+        lambda: True if accounted(database_url) >= expected else None,
+        180,
+        f"{expected} messages accounted for",
+        procs=procs,
+    )
+
+
+def assert_same_as_clean_run(database_url: str, published: Published) -> None:
+    context = build(Settings(database_url=database_url))
+    counts = context.ledger.message_counts()
+    assert counts == published.counts
+    assert sum(counts.values()) == len(published.records)
+    assert digest(context.ledger, context.program) == published.digest
+    applied: Counter[str] = Counter()
+    position = 0
+    while page := context.ledger.store.select_notifications(
+        position, 5000, topics=[PURCHASE_RECORDED], inclusive_of_start=False
+    ):
+        applied.update(context.ledger.mapper.to_domain_event(n).event_id for n in page)  # type: ignore[attr-defined]
+        position = page[-1].id
+    assert applied and max(applied.values()) == 1, "an event_id was applied twice"
+
+
+def test_a_worker_killed_at_random_instants_ends_as_a_clean_run(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics, published: Published, tmp_path: Path
+) -> None:
+    env = worker_env(kafka_bootstrap, postgres_url, topics)
+    rng = random.Random(KILLS)
+    log = tmp_path / "worker.log"
+    for _ in range(KILLS):
+        worker = start_worker(env, log)
+        # faust starts in ~2 s; kills land before, during and between batches
+        try:
+            worker.wait(timeout=rng.uniform(1.0, 5.0))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        assert worker.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert accounted(postgres_url) < len(published.records) or KILLS > 20
+    worker = start_worker(env, log)
+    try:
+        settle(postgres_url, len(published.records), [worker])
+    finally:
+        stop(worker)
+    assert_same_as_clean_run(postgres_url, published)
+
+
+def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics, published: Published, tmp_path: Path
+) -> None:
+    env = worker_env(kafka_bootstrap, postgres_url, topics)
+    first = start_worker(env, tmp_path / "first.log")
+    try:
+        wait_for(
+            lambda: True if accounted(postgres_url) > 0 else None, 60, "first commits", [first]
+        )
+        second = start_worker(env, tmp_path / "second.log")
+        wait_for(
+            lambda: True if accounted(postgres_url) > len(published.records) // 2 else None,
+            120,
+            "half the stream",
+            [first, second],
+        )
+        stop(second)
+        settle(postgres_url, len(published.records), [first])
+    finally:
+        stop(first)
+    assert_same_as_clean_run(postgres_url, published)
+
+
+def test_a_batch_read_again_after_a_crash_before_the_kafka_commit_changes_nothing(
+    postgres_url: str, topics: Topics, published: Published
+) -> None:
+    service = build(Settings(database_url=postgres_url, topics=topics)).ingest_service()
+    messages = [
+        InputMessage(r.topic, r.partition, r.offset, r.key, r.value) for r in published.records
+    ]
+    for start in range(0, len(messages), 400):
+        service.commit(*service.decode(messages[start : start + 400]))
+    # Kafka never heard of those commits: a restarted worker is handed everything again
+    restarted = build(Settings(database_url=postgres_url, topics=topics)).ingest_service()
+    report = restarted.commit(*restarted.decode(messages))
+    assert report.skipped == len(messages)
+    assert report.outcomes == {}
+    assert_same_as_clean_run(postgres_url, published)

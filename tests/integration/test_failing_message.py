@@ -1,0 +1,75 @@
+"""A message that makes processing fail is dead-lettered alone; its neighbours commit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from services.commands import Command
+from services.config import Topics
+from services.domain.member import Member, Outcome
+from services.ingest.consumer import IngestLoop
+from services.ingest.service import IngestService
+from services.validation import Decoder
+from tests.integration.harness import context_for, event, read_all, send, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class FailsOnOneEvent(IngestService):
+    """Stands in for a bug the domain may one day have: raises on one event_id."""
+
+    def _apply(self, member: Member, command: Command) -> Outcome:
+        if command.event_id == "boom":
+            raise ZeroDivisionError("a bug in a rule")
+        return super()._apply(member, command)
+
+
+async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics
+) -> None:
+    context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
+    records = [
+        event(
+            topics.purchases,
+            event_id=eid,
+            type="purchase",
+            occurred_at="2026-01-01T00:00:00Z",
+            member_id="ann",
+            order_id=eid,
+            amount="10",
+            currency="EUR",
+        )
+        for eid in ("a", "b", "boom", "c", "d")
+    ]
+    await send(kafka_bootstrap, records)
+    loop = IngestLoop(
+        bootstrap=kafka_bootstrap,
+        group=context.settings.consumer_group,
+        topics=topics.inputs,
+        dead_letter_topic=topics.dead_letters,
+        ledger=context.ledger,
+        service=FailsOnOneEvent(
+            context.ledger, context.program, Decoder(context.program, topics.carried_types)
+        ),
+        batch_max=100,
+        batch_seconds=0.1,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stopping))
+    counts = await wait_until(
+        lambda: (c := context.ledger.message_counts()) and sum(c.values()) == 5 and c,
+        60,
+        "all five",
+    )
+    stopping.set()
+    await task
+
+    assert counts == {(topics.purchases, "applied"): 4, (topics.purchases, "dead_lettered"): 1}
+    member = context.ledger.member("ann")
+    assert member is not None and member.balance == 40
+    [letter] = await read_all(kafka_bootstrap, topics.dead_letters, 1)
+    assert letter.value == records[2][2]
+    assert dict(letter.headers)["error"] == b"processing failed: ZeroDivisionError: a bug in a rule"
