@@ -105,8 +105,16 @@ class ProjectionRunner:
         return len(notifications)
 
 
-def default_projections(lowest_tier: str) -> list[Projection]:
+def default_projections(tier_order: Sequence[str]) -> list[Projection]:
+    """Every read model, for the program's tiers (lowest first)."""
+    from projections.activity import ActivityProjection
     from projections.balances import BalancesProjection
     from projections.ledger_entries import LedgerEntriesProjection
+    from projections.lots import LotsProjection
 
-    return [BalancesProjection(lowest_tier), LedgerEntriesProjection()]
+    return [
+        BalancesProjection(tier_order[0]),
+        LedgerEntriesProjection(),
+        ActivityProjection(tier_order),
+        LotsProjection(),
+    ]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from projections.runner import ProjectionRunner, default_projections
 from services.config import Settings
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
 from services.program import Program, load_program
 from services.relay import MemberEventRelay
+from services.store.database import Database, connect
 from services.store.ledger import Ledger
 from services.validation import Decoder
 
@@ -38,6 +40,16 @@ class Context:
             batch_max=settings.batch_max_messages,
             batch_seconds=settings.batch_max_seconds,
         )
+
+    def projection_runner(self) -> ProjectionRunner:
+        """Every read model, following this store, with its tables created."""
+        tiers = [tier.name for tier in self.program.tiers]
+        runner = ProjectionRunner(self.ledger, self.database(), default_projections(tiers))
+        runner.setup()
+        return runner
+
+    def database(self) -> Database:
+        return connect(self.settings.database_url)
 
     def relay(self) -> MemberEventRelay:
         return MemberEventRelay(

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from projections.runner import ProjectionRunner, default_projections
 from services.bootstrap import Context, build
-from services.store.database import connect
 
 
 def _parse_time(text: str) -> datetime:
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from services.status import gather_status
 
-        runner = _runner(context)
+        runner = context.projection_runner()
         status = asyncio.run(
             gather_status(
                 context.ledger,
@@ -106,18 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-def _runner(context: Context) -> ProjectionRunner:
-    runner = ProjectionRunner(
-        context.ledger,
-        connect(context.settings.database_url),
-        default_projections(context.program.tiers[0].name),
-    )
-    runner.setup()
-    return runner
-
-
 def _projector(context: Context) -> int:
-    runner = _runner(context)
+    runner = context.projection_runner()
     stop = {"now": False}
 
     def request_stop(*_: object) -> None:
@@ -135,8 +123,8 @@ def _api(context: Context) -> int:
 
     from services.api.app import create_app
 
-    runner = _runner(context)
-    app = create_app(context, connect(context.settings.database_url), runner)
+    runner = context.projection_runner()
+    app = create_app(context, context.database(), runner)
     web.run_app(app, host=context.settings.api_host, port=context.settings.api_port, print=None)
     return 0
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,16 @@ def _script(*args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+def _session_home(kind: str, services: Services) -> str:
+    # A folder of this session's own: test sessions running side by side never share
+    # (or stop) each other's broker or database. Removed when the session stops.
+    (ROOT / ".local").mkdir(exist_ok=True)
+    home = tempfile.mkdtemp(prefix=f"{kind}-test-", dir=ROOT / ".local")
+    os.chmod(home, 0o755)  # PostgreSQL runs as its own user and must enter it
+    services.stops.append(lambda: shutil.rmtree(home, ignore_errors=True))
+    return home
+
+
 def _stop(script: str, env: dict[str, str]) -> None:
     _script(script, "stop", env=env)
 
@@ -76,7 +87,7 @@ def start_services() -> Services:
             services.stops.append(container.stop)
         else:
             port = int(os.environ.get("LOYALTY_TEST_KAFKA_PORT", _free_port()))
-            env = {"KAFKA_PORT": str(port), "KAFKA_HOME": str(ROOT / ".local" / "kafka-test")}
+            env = {"KAFKA_PORT": str(port), "KAFKA_HOME": _session_home("kafka", services)}
             _script("deploy/kafka/kafka.sh", "start", str(port), env=env)
             services.kafka_bootstrap = f"127.0.0.1:{port}"
             services.stops.append(lambda env=env: _stop("deploy/kafka/kafka.sh", env))
@@ -90,7 +101,7 @@ def start_services() -> Services:
             services.stops.append(pg.stop)
         else:
             port = int(os.environ.get("LOYALTY_TEST_PG_PORT", _free_port()))
-            env = {"PG_PORT": str(port), "PG_HOME": str(ROOT / ".local" / "pg-test")}
+            env = {"PG_PORT": str(port), "PG_HOME": _session_home("pg", services)}
             _script("deploy/postgres/pg.sh", "install", env=env)
             out = _script("deploy/postgres/pg.sh", "start", str(port), env=env)
             services.postgres_url = out.strip().splitlines()[-1]

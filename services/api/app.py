@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from projections.metrics import churn_metrics, liability, tier_metrics
 from projections.runner import ProjectionRunner
 from services.bootstrap import Context
 from services.domain.member import Member
@@ -25,7 +28,6 @@ SELECT_TOP = (
     "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
     "FROM member_balances ORDER BY balance DESC, member_id LIMIT ?"
 )
-SELECT_TIERS = "SELECT tier, COUNT(*) FROM member_balances GROUP BY tier"
 
 CONTEXT = web.AppKey("context", Context)
 DATABASE = web.AppKey("database", Database)
@@ -92,11 +94,45 @@ async def get_ledger(request: web.Request) -> web.Response:
     return web.json_response({"member_id": member_id, "entries": entries})
 
 
+def _as_of(request: web.Request) -> datetime:
+    raw = request.query.get("as_of")
+    if raw is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad_request(f"as_of must be an RFC 3339 timestamp, not {raw!r}") from None
+    if parsed.tzinfo is None:
+        raise _bad_request(f"as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z, not {raw!r}")
+    return parsed.astimezone(UTC)
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
+    )
+
+
 async def get_tiers(request: web.Request) -> web.Response:
-    counts = {tier.name: 0 for tier in request.app[CONTEXT].program.tiers}
-    for tier, n in await _query(request, SELECT_TIERS):
-        counts[tier] = int(n)
-    return web.json_response({"members_per_tier": counts})
+    """Members per tier now; tier upgrades and downgrades per month up to `as_of`."""
+    as_of = _as_of(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(tier_metrics, db, program, as_of))
+
+
+async def get_churn(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    raw = request.query.get("months", "12")
+    if not raw.isdigit() or not 1 <= int(raw) <= 120:
+        raise _bad_request(f"months must be an integer from 1 to 120, not {raw!r}")
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(churn_metrics, db, program, as_of, int(raw)))
+
+
+async def get_liability(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(liability, db, program, as_of))
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -117,5 +153,7 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/members/{member_id}", get_member)
     app.router.add_get("/members/{member_id}/ledger", get_ledger)
     app.router.add_get("/metrics/tiers", get_tiers)
+    app.router.add_get("/metrics/churn", get_churn)
+    app.router.add_get("/metrics/liability", get_liability)
     app.router.add_get("/status", get_status)
     return app

@@ -84,10 +84,11 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 3
 
 async def ingest_all(context: Context, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
     """Publishes the records and runs the ingest loop until each one is accounted for."""
+    target = sum(context.ledger.message_counts().values()) + len(records)
     await send(context.settings.kafka_bootstrap, records)
     async with ingesting(context):
         await wait_until(
-            lambda: sum(context.ledger.message_counts().values()) == len(records), 60, "ingest"
+            lambda: sum(context.ledger.message_counts().values()) == target, 60, "ingest"
         )
 
 

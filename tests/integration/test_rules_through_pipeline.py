@@ -14,19 +14,21 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from projections.runner import ProjectionRunner, default_projections
 from services import member_events
 from services.api.app import create_app
 from services.bootstrap import Context
 from services.config import Topics
 from services.relay import MemberEventRelay
-from services.store.database import connect
 from tests.integration.harness import context_for, event, ingest_all, read_all, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def scenario(t: Topics) -> list[tuple[str, bytes | None, bytes]]:
+def scenario(t: Topics) -> list[list[tuple[str, bytes | None, bytes]]]:
+    """Two phases: the contract orders a member's events within a partition only, so an
+    event that depends on one on another topic (cy's purchase on her referral, dee's
+    redemptions on her shares) is published once the first phase is in the store."""
+
     def at(day: int, hour: int = 12) -> str:
         return f"2026-01-{day:02d}T{hour:02d}:00:00Z"
 
@@ -52,7 +54,7 @@ def scenario(t: Topics) -> list[tuple[str, bytes | None, bytes]]:
             network="tiktok",
         )
 
-    return [
+    first = [
         # bob refers cy; cy's first purchase within 90 days pays both bonuses
         event(
             t.referrals,
@@ -62,7 +64,6 @@ def scenario(t: Topics) -> list[tuple[str, bytes | None, bytes]]:
             referrer_id="bob",
             referee_id="cy",
         ),
-        buy("p1", "cy", "c1", "100.00", 2),
         # ann crosses silver on o2 (earns at bronze), then earns x1.25 on o3
         buy("p2", "ann", "a1", "990.00", 3),
         buy("p3", "ann", "a2", "20.00", 4),
@@ -82,6 +83,9 @@ def scenario(t: Topics) -> list[tuple[str, bytes | None, bytes]]:
         share("s2", "dee", 7, 2),
         share("s3", "dee", 7, 3),
         share("s4", "dee", 7, 23),
+    ]
+    second = [
+        buy("p1", "cy", "c1", "100.00", 2),
         # a redemption beyond the balance is declined; one of exactly the balance is not
         event(
             t.redemptions,
@@ -102,17 +106,12 @@ def scenario(t: Topics) -> list[tuple[str, bytes | None, bytes]]:
             reward="mug",
         ),
     ]
+    return [first, second]
 
 
 @asynccontextmanager
 async def api(context: Context) -> AsyncIterator[TestClient[Any, Any]]:
-    runner = ProjectionRunner(
-        context.ledger,
-        connect(context.settings.database_url),
-        default_projections(context.program.lowest_tier),
-    )
-    runner.setup()
-    app = create_app(context, connect(context.settings.database_url), runner)
+    app = create_app(context, context.database(), context.projection_runner())
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -121,11 +120,9 @@ async def test_every_rule_holds_from_kafka_to_the_api(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
     context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
-    await ingest_all(context, scenario(topics))
-    runner = ProjectionRunner(
-        context.ledger, connect(postgres_url), default_projections(context.program.lowest_tier)
-    )
-    runner.setup()
+    for phase in scenario(topics):
+        await ingest_all(context, phase)
+    runner = context.projection_runner()
     runner.catch_up()
 
     async with api(context) as client:
@@ -182,7 +179,8 @@ async def test_member_events_are_published_in_store_order_and_rebuild_the_ledger
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
     context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
-    await ingest_all(context, scenario(topics))
+    for phase in scenario(topics):
+        await ingest_all(context, phase)
     stored = context.ledger.last_position()
     relay = MemberEventRelay(
         ledger=context.ledger, bootstrap=kafka_bootstrap, topic=topics.member_events

@@ -1,0 +1,168 @@
+"""Analytics over the read models: tiers, churn and points liability, as of any instant.
+
+Each figure is defined in one sentence in the README, exactly as computed here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from projections.base import iso
+from services.program import Program
+from services.store.database import Database
+
+SELECT_TIERS = "SELECT tier, COUNT(*) FROM member_balances GROUP BY tier"
+SELECT_TIER_MOVES = (
+    "SELECT month, direction, COUNT(*) FROM tier_changes WHERE at <= ? GROUP BY month, direction"
+)
+SELECT_PURCHASES = (
+    "SELECT aggregate_id, at FROM member_purchases WHERE at <= ? ORDER BY aggregate_id, at"
+)
+SELECT_MEMBERS = "SELECT COUNT(*) FROM member_balances"
+SELECT_LOTS = (
+    "SELECT COALESCE(SUM(points), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0) "
+    "FROM point_lots WHERE lot_date > ?"
+)
+SELECT_DEBT = "SELECT COALESCE(SUM(-balance), 0) FROM member_balances WHERE balance < 0"
+
+
+def tier_metrics(db: Database, program: Program, as_of: datetime) -> dict[str, Any]:
+    per_tier = {tier.name: 0 for tier in program.tiers}
+    for tier, n in db.query(SELECT_TIERS):
+        per_tier[tier] = int(n)
+    months: dict[str, dict[str, int]] = defaultdict(lambda: {"upgrades": 0, "downgrades": 0})
+    for month, direction, n in db.query(SELECT_TIER_MOVES, (iso(as_of),)):
+        months[month][f"{direction}s"] += int(n)
+    return {
+        "members_per_tier": per_tier,
+        "changes_per_month": [{"month": m, **months[m]} for m in sorted(months)],
+    }
+
+
+@dataclass(frozen=True)
+class Month:
+    label: str
+    start: datetime
+    end: datetime  # exclusive, or as_of for the current month
+
+
+def months_before(as_of: datetime, count: int) -> list[Month]:
+    first = as_of.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    starts = [first]
+    while len(starts) < count:
+        previous = starts[-1] - timedelta(days=1)
+        starts.append(previous.replace(day=1))
+    starts.reverse()
+    ends = [*starts[1:], as_of]
+    return [Month(s.strftime("%Y-%m"), s, min(e, as_of)) for s, e in zip(starts, ends, strict=True)]
+
+
+def churn_metrics(
+    db: Database, program: Program, as_of: datetime, months: int = 12
+) -> dict[str, Any]:
+    active_window = timedelta(days=program.active_days)
+    churn_window = timedelta(days=program.at_risk_days)
+    histories: dict[str, list[datetime]] = defaultdict(list)
+    for aggregate_id, at in db.query(SELECT_PURCHASES, (iso(as_of),)):
+        histories[aggregate_id].append(_parse(at))
+    members = int(db.query(SELECT_MEMBERS)[0][0])
+    status = {"active": 0, "at_risk": 0, "churned": 0}
+    for purchases in histories.values():
+        since = as_of - purchases[-1]
+        key = (
+            "active"
+            if since <= active_window
+            else "at_risk"
+            if since <= churn_window
+            else "churned"
+        )
+        status[key] += 1
+    repeaters = sum(1 for p in histories.values() if len(p) >= 2)
+    tiers = {m["month"]: m for m in tier_metrics(db, program, as_of)["changes_per_month"]}
+    report = []
+    for month in months_before(as_of, months):
+        active_at_start = lapsed = reactivated = 0
+        for purchases in histories.values():
+            if _active_at(purchases, month.start, active_window):
+                active_at_start += 1
+                if _lapses_during(purchases, month, active_window):
+                    lapsed += 1
+            if _returns_during(purchases, month, churn_window):
+                reactivated += 1
+        moves = tiers.get(month.label, {"upgrades": 0, "downgrades": 0})
+        report.append(
+            {
+                "month": month.label,
+                "active_at_start": active_at_start,
+                "churned": lapsed,
+                "churn_rate": round(lapsed / active_at_start, 4) if active_at_start else None,
+                "reactivations": reactivated,
+                "tier_upgrades": moves["upgrades"],
+                "tier_downgrades": moves["downgrades"],
+            }
+        )
+    return {
+        "as_of": iso(as_of),
+        "windows": {"active_days": program.active_days, "at_risk_days": program.at_risk_days},
+        "members": {**status, "never_purchased": members - len(histories)},
+        "repeat_purchase_rate": round(repeaters / len(histories), 4) if histories else None,
+        "months": report,
+    }
+
+
+def liability(db: Database, program: Program, as_of: datetime) -> dict[str, Any]:
+    lifetime = timedelta(days=program.lot_lifetime_days)
+    unexpired_after = iso(as_of - lifetime)
+    due_30 = iso(as_of - lifetime + timedelta(days=30))
+    due_90 = iso(as_of - lifetime + timedelta(days=90))
+    outstanding, in_30, in_90 = (
+        int(v) for v in db.query(SELECT_LOTS, (due_30, due_90, unexpired_after))[0]
+    )
+    debt = int(db.query(SELECT_DEBT)[0][0])
+
+    def money(points: int) -> str:
+        return str((program.point_value * points).quantize(program.point_value))
+
+    return {
+        "as_of": iso(as_of),
+        "point_value": str(program.point_value),
+        "currency": program.currency,
+        "points_outstanding": outstanding,
+        "expiring_within_30_days": in_30,
+        "expiring_within_90_days": in_90,
+        "value_outstanding": money(outstanding),
+        "value_expiring_within_30_days": money(in_30),
+        "value_expiring_within_90_days": money(in_90),
+        "points_owed_by_members": debt,
+    }
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _active_at(purchases: list[datetime], at: datetime, window: timedelta) -> bool:
+    return any(at - window < p <= at for p in purchases)
+
+
+def _lapses_during(purchases: list[datetime], month: Month, window: timedelta) -> bool:
+    """Active at the month's start, inactive (no purchase in the trailing window) at some
+    instant before its end: the last purchase before that instant fell out of the window."""
+    last = max(p for p in purchases if p <= month.start)
+    for p in purchases:
+        if month.start < p < month.end:
+            if p - last > window:
+                return True
+            last = p
+    return last + window < month.end
+
+
+def _returns_during(purchases: list[datetime], month: Month, window: timedelta) -> bool:
+    """A purchase in the month by a member whose previous purchase was over `window` before."""
+    return any(month.start <= q < month.end and q - p > window for p, q in pairwise(purchases))

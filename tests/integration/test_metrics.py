@@ -1,0 +1,143 @@
+"""Tier, churn and liability figures on a small history whose answers are obvious."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.api.app import create_app
+from services.bootstrap import Context, build
+from services.config import Settings
+from services.ingest.messages import InputMessage
+
+pytestmark = pytest.mark.integration
+AS_OF = "2026-07-01T00:00:00Z"
+
+# member: purchases (date, amount) - see each test for what follows from them
+HISTORY = {
+    "ann": [("2026-01-10", "1000"), ("2026-06-15", "100")],  # active, repeat, silver in Jan
+    "bob": [("2026-02-01", "10")],  # 150 days before AS_OF: at risk; lapses in May
+    "cy": [("2025-12-01", "20")],  # 212 days: churned
+    "eve": [("2025-06-01", "40"), ("2026-06-20", "30")],  # back after a year: a reactivation
+    "fay": [("2025-07-15", "50")],  # churned; its lot expires within 30 days of AS_OF
+    "gus": [("2025-09-01", "20")],  # churned; its lot expires within 90 days
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def context(request: pytest.FixtureRequest) -> Context:
+    url = request.getfixturevalue(f"{request.param}_url")
+    context = build(Settings(database_url=url, daily_sweep=False))
+    service = context.ingest_service()
+    topics = context.settings.topics
+    messages = []
+    for member, purchases in HISTORY.items():
+        for n, (day, amount) in enumerate(purchases):
+            body = {
+                "event_id": f"{member}{n}",
+                "type": "purchase",
+                "member_id": member,
+                "order_id": f"o{n}",
+                "amount": amount,
+                "currency": "EUR",
+                "occurred_at": f"{day}T12:00:00Z",
+            }
+            messages.append(
+                InputMessage(topics.purchases, 0, len(messages), None, orjson.dumps(body))
+            )
+    messages.sort(key=lambda m: orjson.loads(m.value or b"{}")["occurred_at"])
+    messages = [InputMessage(m.topic, 0, i, None, m.value) for i, m in enumerate(messages)]
+    messages.append(
+        InputMessage(
+            topics.social_shares,
+            0,
+            0,
+            None,
+            orjson.dumps(
+                {
+                    "event_id": "dee0",
+                    "type": "social_share",
+                    "member_id": "dee",
+                    "network": "x",
+                    "occurred_at": "2026-06-30T12:00:00Z",
+                }
+            ),
+        )
+    )
+    service.commit(*service.decode(messages))
+    context.projection_runner().catch_up()
+    return context
+
+
+async def get(context: Context, path: str) -> tuple[int, Any]:
+    app = create_app(context, context.database(), context.projection_runner())
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get(path)
+        return response.status, await response.json()
+
+
+async def test_members_are_active_at_risk_churned_or_never_purchased(context: Context) -> None:
+    status, churn = await get(context, f"/metrics/churn?as_of={AS_OF}&months=3")
+    assert status == 200
+    assert churn["members"] == {"active": 2, "at_risk": 1, "churned": 3, "never_purchased": 1}
+    assert churn["repeat_purchase_rate"] == round(2 / 6, 4)  # ann and eve of six buyers
+
+
+async def test_monthly_churn_reactivations_and_tier_moves(context: Context) -> None:
+    _, churn = await get(context, f"/metrics/churn?as_of={AS_OF}&months=7")
+    months = {m["month"]: m for m in churn["months"]}
+    assert list(months) == [
+        "2026-01",
+        "2026-02",
+        "2026-03",
+        "2026-04",
+        "2026-05",
+        "2026-06",
+        "2026-07",
+    ]
+    # On May 1st only bob had bought in the last 90 days; his 90 days ran out on May 2nd.
+    assert (months["2026-05"]["active_at_start"], months["2026-05"]["churned"]) == (1, 1)
+    assert months["2026-05"]["churn_rate"] == 1.0
+    assert months["2026-06"]["active_at_start"] == 0
+    assert months["2026-06"]["churn_rate"] is None
+    assert months["2026-06"]["reactivations"] == 1  # eve, a year after her last purchase
+    assert sum(m["reactivations"] for m in churn["months"]) == 1
+    assert months["2026-01"]["tier_upgrades"] == 1  # ann's 1000 made her silver
+    assert sum(m["tier_downgrades"] for m in churn["months"]) == 0
+    _, tiers = await get(context, f"/metrics/tiers?as_of={AS_OF}")
+    assert tiers["members_per_tier"] == {"bronze": 6, "silver": 1, "gold": 0}
+    assert tiers["changes_per_month"] == [{"month": "2026-01", "upgrades": 1, "downgrades": 0}]
+
+
+async def test_points_liability_and_what_expires_soon(context: Context) -> None:
+    status, body = await get(context, f"/metrics/liability?as_of={AS_OF}")
+    assert status == 200
+    # eve's 2025 lot expired when she came back; ann's June purchase earned 125 at silver
+    assert body["points_outstanding"] == 1000 + 125 + 10 + 20 + 30 + 50 + 20 + 10
+    assert body["expiring_within_30_days"] == 50  # fay's, on 2026-07-15
+    assert body["expiring_within_90_days"] == 70  # and gus's, on 2026-09-01
+    assert (body["value_outstanding"], body["value_expiring_within_30_days"]) == ("12.65", "0.50")
+    assert body["currency"] == "EUR"
+    assert body["points_owed_by_members"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/metrics/churn?as_of=yesterday", "as_of must be an RFC 3339 timestamp"),
+        ("/metrics/churn?as_of=2026-07-01T00:00:00", "as_of needs a UTC offset"),
+        ("/metrics/churn?months=0", "months must be an integer from 1 to 120"),
+        ("/metrics/liability?as_of=2026-13-01T00:00:00Z", "as_of must be"),
+        ("/metrics/tiers?as_of=", "as_of must be"),
+        ("/members?limit=x", "limit must be an integer"),
+    ],
+)
+async def test_bad_parameters_get_a_400_that_says_why(
+    context: Context, path: str, message: str
+) -> None:
+    status, body = await get(context, path)
+    assert status == 400
+    assert message in body["error"]
