@@ -41,7 +41,7 @@ class ProjectionRunner:
         self._ledger = ledger
         self._db = database
         self.projections = list(projections)
-        self._page = page
+        self.page = page
 
     def setup(self) -> None:
         with self._db.transaction() as cur:
@@ -90,7 +90,7 @@ class ProjectionRunner:
         rows = self._db.query(SELECT_POSITION, (projection.name,))
         position = int(rows[0][0]) if rows else 0
         notifications = self._ledger.store.select_notifications(
-            start=position, limit=self._page, inclusive_of_start=False
+            start=position, limit=self.page, inclusive_of_start=False
         )
         if not notifications:
             return 0

@@ -44,7 +44,9 @@ class Context:
     def projection_runner(self) -> ProjectionRunner:
         """Every read model, following this store, with its tables created."""
         tiers = [tier.name for tier in self.program.tiers]
-        runner = ProjectionRunner(self.ledger, self.database(), default_projections(tiers))
+        runner = ProjectionRunner(
+            self.ledger, self.database(), default_projections(tiers), self.settings.projection_page
+        )
         runner.setup()
         return runner
 

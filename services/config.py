@@ -53,6 +53,7 @@ class Settings:
     consumer_group: str = "loyalty-ledger"
     batch_max_messages: int = 5000
     batch_max_seconds: float = 0.2
+    projection_page: int = 5000
     topics: Topics = field(default_factory=Topics)
 
     @classmethod
@@ -81,5 +82,6 @@ class Settings:
             consumer_group=env.get("LOYALTY_CONSUMER_GROUP", cls.consumer_group),
             batch_max_messages=int(env.get("LOYALTY_BATCH_MAX", str(cls.batch_max_messages))),
             batch_max_seconds=float(env.get("LOYALTY_BATCH_SECONDS", str(cls.batch_max_seconds))),
+            projection_page=int(env.get("LOYALTY_PROJECTION_PAGE", str(cls.projection_page))),
             topics=topics,
         )

@@ -63,6 +63,29 @@ def main() -> int:
     print("\nMembers per tier")
     for tier, n in _get(base, "/metrics/tiers")["members_per_tier"].items():
         print(f"  {tier:<8} {n}")
+    churn = _get(base, "/metrics/churn?months=3")
+    members = churn["members"]
+    print(
+        f"\nChurn as of {churn['as_of']} (active <= {churn['windows']['active_days']} days, "
+        f"churned > {churn['windows']['at_risk_days']} days)"
+    )
+    print(
+        f"  active {members['active']}, at risk {members['at_risk']}, churned "
+        f"{members['churned']}, never purchased {members['never_purchased']}; "
+        f"repeat purchase rate {churn['repeat_purchase_rate']}"
+    )
+    for month in churn["months"]:
+        print(
+            f"  {month['month']}: churn rate {month['churn_rate']}, reactivations "
+            f"{month['reactivations']}, tier upgrades {month['tier_upgrades']}, "
+            f"downgrades {month['tier_downgrades']}"
+        )
+    liability = _get(base, "/metrics/liability")
+    print(
+        f"\nPoints liability: {liability['points_outstanding']} points "
+        f"({liability['value_outstanding']} {liability['currency']}), "
+        f"{liability['expiring_within_30_days']} expiring within 30 days"
+    )
     print(f"\nAPI: {base}  (e.g. {base}/members/shopper-00001, {base}/status)")
     return 0
 
