@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from uuid import UUID
 
-from projections.base import Projection
+from projections.base import Projection, iso
 from services.store.database import Database
 from services.store.ledger import Ledger
 
@@ -21,6 +22,7 @@ CREATE_POSITIONS = (
     "CREATE TABLE IF NOT EXISTS projection_positions "
     "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
+CREATE_REBUILDS = "CREATE TABLE IF NOT EXISTS projection_rebuilds (started_at TEXT NOT NULL)"
 SELECT_POSITION = "SELECT position FROM projection_positions WHERE name = ?"
 SAVE_POSITION = (
     "INSERT INTO projection_positions (name, position) VALUES (?, ?) "
@@ -28,6 +30,10 @@ SAVE_POSITION = (
 )
 
 Progress = Callable[[int, int], None]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 class ProjectionRunner:
@@ -46,6 +52,7 @@ class ProjectionRunner:
     def setup(self) -> None:
         with self._db.transaction() as cur:
             cur.execute(CREATE_POSITIONS)
+            cur.execute(CREATE_REBUILDS)
             for projection in self.projections:
                 for statement in projection.create_statements:
                     cur.execute(statement)
@@ -55,6 +62,21 @@ class ProjectionRunner:
             self._db.query("SELECT name, position FROM projection_positions")
         )
         return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
+
+    def rebuilding(self) -> bool:
+        """True from the start of a rebuild until one completes (an interrupted one too)."""
+        return bool(self._db.query("SELECT COUNT(*) FROM projection_rebuilds")[0][0])
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Drops every read model and rebuilds it from the first event; re-run to resume
+        an interrupted one. Readers see `rebuilding()` until it completes."""
+        with self._db.transaction() as cur:
+            cur.execute("INSERT INTO projection_rebuilds (started_at) VALUES (?)", (iso(now()),))
+        self.reset()
+        done = self.catch_up(progress)
+        with self._db.transaction() as cur:
+            cur.execute("DELETE FROM projection_rebuilds")
+        return done
 
     def reset(self) -> None:
         """Drops every read model: the next run rebuilds them from the first event."""
@@ -87,21 +109,24 @@ class ProjectionRunner:
                 time.sleep(idle_seconds)
 
     def _advance(self, projection: Projection) -> int:
-        rows = self._db.query(SELECT_POSITION, (projection.name,))
-        position = int(rows[0][0]) if rows else 0
-        notifications = self._ledger.store.select_notifications(
-            start=position, limit=self.page, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
         to_event = self._ledger.mapper.to_domain_event
         with self._db.transaction() as cur:
+            # A projector and a replay may follow the same store: the lock and the
+            # position read inside it let exactly one of them apply each page.
+            self._db.lock(cur, f"projection:{projection.name}")
+            cur.execute(SELECT_POSITION, (projection.name,))
+            row = cur.fetchone()
+            position = int(row[0]) if row else 0
+            notifications = self._ledger.store.select_notifications(
+                start=position, limit=self.page, inclusive_of_start=False
+            )
             for notification in notifications:
                 event = to_event(notification)
                 projection.handle(
                     cur, UUID(str(notification.originator_id)), event, notification.id
                 )
-            cur.execute(SAVE_POSITION, (projection.name, notifications[-1].id))
+            if notifications:
+                cur.execute(SAVE_POSITION, (projection.name, notifications[-1].id))
         return len(notifications)
 
 

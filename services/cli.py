@@ -7,12 +7,14 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from services.bootstrap import Context, build
+from services.errors import OperatorError
 
 
 def _parse_time(text: str) -> datetime:
@@ -36,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="expiry and tier review of every member as of T")
     sweep.add_argument("--as-of", type=_parse_time, required=True, dest="as_of")
     sub.add_parser("status", help="store position, projection positions, consumer lag")
+    replay = sub.add_parser("replay", help="rebuild state").add_subparsers(
+        dest="what", required=True
+    )
+    replay.add_parser("projections", help="drop and rebuild every read model, with progress")
+    stream = replay.add_parser("stream", help="rebuild a fresh store from loyalty.member-events")
+    stream.add_argument("--into", required=True, metavar="URL")
+    reprocess = sub.add_parser(
+        "reprocess", help="re-apply the input topics under the current program into a fresh store"
+    )
+    reprocess.add_argument("--into", required=True, metavar="URL")
+    reprocess.add_argument("--show", type=int, default=50, help="members to list (default 50)")
     digest = sub.add_parser("digest", help="SHA-256 over every member's ledger, as of T")
     digest.add_argument("--as-of", type=_parse_time, default=None, dest="as_of")
     demo = sub.add_parser("demo", help="write a generated demo stream as JSON Lines")
@@ -47,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except OperatorError as exc:
+        print(f"loyalty: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "demo":
         from services.demo import write_demo
@@ -81,6 +102,38 @@ def main(argv: list[str] | None = None) -> int:
         service = context.ingest_service()
         written = service.sweep(context.ledger.member_ids(), args.as_of)
         print(f"sweep as of {args.as_of.isoformat()}: {written} events")
+        return 0
+    if args.command == "replay" and args.what == "projections":
+        from services.replay import replay_projections
+
+        progress = replay_projections(context)
+        print(f"replay projections: {progress.done} events, {progress.rate:,.0f} events/s")
+        return 0
+    if args.command == "replay":
+        from services.digest import digest as ledger_digest
+        from services.replay import replay_stream
+
+        progress = replay_stream(context, args.into)
+        rebuilt = build(replace(context.settings, database_url=args.into))
+        live, copy = (ledger_digest(c.ledger, c.program) for c in (context, rebuilt))
+        print(f"replay stream: {progress.done} messages into {args.into}")
+        print(f"digest live    {live}\ndigest rebuilt {copy}")
+        print("equal: the rebuilt store holds the same ledgers" if live == copy else "DIFFERENT")
+        return 0 if live == copy else 1
+    if args.command == "reprocess":
+        from services.replay import reprocess
+
+        diff = reprocess(context, args.into)
+        delta = sum(d.points_delta for d in diff.differences)
+        print(
+            f"reprocess: {diff.messages} input messages into {args.into}; "
+            f"{len(diff.differences)} members differ from the live store, "
+            f"points delta {delta:+d}"
+        )
+        for d in diff.differences[: args.show]:
+            print(f"  {d.member_id}: {d.live} -> {d.reprocessed} ({d.points_delta:+d} points)")
+        if len(diff.differences) > args.show:
+            print(f"  ... and {len(diff.differences) - args.show} more")
         return 0
     if args.command == "digest":
         from services.digest import digest as ledger_digest

@@ -8,10 +8,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from services.errors import OperatorError
+
 DEFAULT_PROGRAM_PATH = Path(__file__).resolve().parent / "programs" / "default.toml"
 
 
-class ProgramError(ValueError):
+class ProgramError(OperatorError):
     """A program file that cannot be used; the message names the file and the bad key."""
 
 

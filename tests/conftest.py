@@ -38,10 +38,15 @@ def _create_database(server_url: str, name: str) -> str:
     return f"postgresql://{auth}@{url.host}:{url.port}/{name}"
 
 
+def new_database(services: Services) -> str:
+    """A fresh, empty PostgreSQL database on the tests' server; its URL."""
+    return _create_database(services.postgres_url, f"t_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
 def postgres_url(services: Services) -> str:
     """A fresh, empty PostgreSQL database for one test."""
-    return _create_database(services.postgres_url, f"t_{uuid.uuid4().hex[:12]}")
+    return new_database(services)
 
 
 @pytest.fixture

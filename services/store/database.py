@@ -42,6 +42,10 @@ class Database(ABC):
     @contextmanager
     def transaction(self) -> Iterator[Cursor]: ...
 
+    @abstractmethod
+    def lock(self, cur: Cursor, name: str) -> None:
+        """Serialises transactions that take the same named lock, until they end."""
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self.transaction() as cur:
             cur.execute(sql, params)
@@ -67,6 +71,9 @@ class _PgCursor(Cursor):
 
 class PostgresDatabase(Database):
     is_postgres = True
+
+    def lock(self, cur: Cursor, name: str) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
 
     def __init__(self, url: DatabaseUrl) -> None:
         self._conninfo = url.conninfo()
@@ -108,6 +115,9 @@ class _SQLiteCursor(Cursor):
 
 class SQLiteDatabase(Database):
     is_postgres = False
+
+    def lock(self, cur: Cursor, name: str) -> None:
+        pass  # BEGIN IMMEDIATE already serialises every writing transaction
 
     def __init__(self, url: DatabaseUrl) -> None:
         Path(url.path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,124 @@
+"""Ops rebuild state and prove it is the same (CONTRACT section 5, issue 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.bootstrap import Context
+from services.config import Topics
+from services.program import DEFAULT_PROGRAM_PATH
+from tests.conftest import new_database
+from tests.e2e.chaos import stream
+from tests.e2e.processes import free_port, loyalty_env
+from tests.e2e.test_projections_rebuild import dump
+from tests.infra import Services
+from tests.integration.harness import context_for, ingest_all, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def loyalty(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+async def live_store(kafka_bootstrap: str, postgres_url: str, topics: Topics) -> Context:
+    """A store fed from Kafka, its changelog published, its read models built."""
+    context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
+    await ingest_all(context, stream(topics, seed=21, buyers=120, sharers=30))
+    relay = context.relay()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    last = context.ledger.last_position()
+    await wait_until(lambda: relay.position() == last, 60, "the changelog")
+    stopping.set()
+    await task
+    context.projection_runner().catch_up()
+    return context
+
+
+async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics, services: Services, tmp_path: Path
+) -> None:
+    context = await live_store(kafka_bootstrap, postgres_url, topics)
+    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
+    before = dump(context)
+
+    replayed = loyalty("replay", "projections", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replay projections:" in replayed.stdout
+    assert "events/s" in replayed.stderr  # the progress line
+    assert dump(context) == before
+
+    copy = new_database(services)
+    rebuilt = loyalty("replay", "stream", "--into", copy, env=env)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "equal: the rebuilt store holds the same ledgers" in rebuilt.stdout
+    live_digest = loyalty("digest", env=env).stdout
+    assert loyalty("digest", env={**env, "LOYALTY_DATABASE_URL": copy}).stdout == live_digest
+    again = loyalty("replay", "stream", "--into", copy, env=env)
+    assert again.returncode == 2 and "already holds events" in again.stderr
+
+    same = loyalty("reprocess", "--into", new_database(services), env=env)
+    assert same.returncode == 0, same.stderr
+    assert "0 members differ from the live store" in same.stdout
+
+    doubled = tmp_path / "double.toml"
+    doubled.write_text(
+        DEFAULT_PROGRAM_PATH.read_text().replace('earn_rate = "1"', 'earn_rate = "2"')
+    )
+    changed = loyalty(
+        "reprocess",
+        "--into",
+        new_database(services),
+        "--show",
+        "1000",
+        env={**env, "LOYALTY_PROGRAM": str(doubled)},
+    )
+    assert changed.returncode == 0, changed.stderr
+    listed = {line.split(":")[0].strip() for line in changed.stdout.splitlines()[1:]}
+    assert listed == {f"buyer-{b:04d}" for b in range(120)}  # sharers earn the same
+
+
+def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics
+) -> None:
+    context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
+    before = dump(context)
+    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
+    env["LOYALTY_PROJECTION_PAGE"] = "20"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "replay", "projections"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runner = context.projection_runner()
+    asyncio.run(
+        wait_until(
+            lambda: runner.rebuilding() and min(runner.positions().values()) > 0,
+            60,
+            "a rebuild under way",
+        )
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert runner.rebuilding()
+    assert dump(context) != before
+
+    rerun = loyalty("replay", "projections", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not runner.rebuilding()
+    assert dump(context) == before
