@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,11 +142,31 @@ async def get_status(request: web.Request) -> web.Response:
     status = await gather_status(
         context.ledger, positions, context.settings.kafka_bootstrap, context.settings.topics.inputs
     )
+    status["rebuilding"] = await asyncio.to_thread(request.app[RUNNER].rebuilding)
     return web.json_response(status)
 
 
+@web.middleware
+async def refuse_while_rebuilding(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Half-rebuilt read models would mislead: say so instead (`loyalty replay projections`)."""
+    if request.path != "/status":
+        runner = request.app[RUNNER]
+        if await asyncio.to_thread(runner.rebuilding):
+            store = await asyncio.to_thread(request.app[CONTEXT].ledger.last_position)
+            done = min((await asyncio.to_thread(runner.positions)).values(), default=0)
+            percent = 100 * done // store if store else 100
+            return web.json_response(
+                {"error": f"read models are being rebuilt ({percent}% done); try again shortly"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+    return await handler(request)
+
+
 def create_app(context: Context, database: Database, runner: ProjectionRunner) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_while_rebuilding])
     app[CONTEXT] = context
     app[DATABASE] = database
     app[RUNNER] = runner

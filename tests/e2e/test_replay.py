@@ -8,9 +8,12 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from services.api.app import create_app
 from services.bootstrap import Context
 from services.config import Topics
 from services.program import DEFAULT_PROGRAM_PATH
@@ -22,6 +25,13 @@ from tests.infra import Services
 from tests.integration.harness import context_for, ingest_all, wait_until
 
 pytestmark = pytest.mark.e2e
+
+
+async def api_get(context: Context, path: str) -> tuple[int, Any]:
+    app = create_app(context, context.database(), context.projection_runner())
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get(path)
+        return response.status, await response.json()
 
 
 def loyalty(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -117,8 +127,15 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     proc.wait()
     assert runner.rebuilding()
     assert dump(context) != before
+    status, body = asyncio.run(api_get(context, "/members/buyer-0001"))
+    assert status == 503
+    assert "read models are being rebuilt" in body["error"]
+    status, body = asyncio.run(api_get(context, "/status"))
+    assert (status, body["rebuilding"]) == (200, True)
 
     rerun = loyalty("replay", "projections", env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert not runner.rebuilding()
     assert dump(context) == before
+    status, body = asyncio.run(api_get(context, "/members/buyer-0001"))
+    assert status == 200 and body["member_id"] == "buyer-0001"
