@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test chaos unit lint venv services-up services-down clean
+.PHONY: run test chaos bench unit lint venv services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 chaos: $(STAMP)
 	LOYALTY_CHAOS_KILLS=100 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/e2e/test_crash_and_rebalance.py -k killed
+
+## make bench [EVENTS=1000000]: throughput of ingest, the pipe baseline, projections, replay
+EVENTS ?= 200000
+bench: $(STAMP)
+	$(VENV)/bin/python -m tests.bench.bench --events $(EVENTS)
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit

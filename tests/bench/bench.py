@@ -1,0 +1,276 @@
+"""`make bench`: the pipeline's throughput, measured honestly against a baseline in one run.
+
+Publishes a generated stream to fresh topics, then measures, each from first to last event:
+  ingest       the real `loyalty worker`: Kafka to committed domain events in PostgreSQL
+  pipe         the ceiling: plain aiokafka consuming the same messages and COPYing as many
+               rows into PostgreSQL, offsets in the same transaction
+  projections  catch-up rate of every projection from an empty read side
+  replay       `loyalty replay projections`
+and the worker's peak RSS. Figures go to bench-results/ as JSON and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer
+
+from services.bootstrap import build
+from services.config import Settings, Topics
+from services.demo import generate
+from services.publish import publish_lines
+from services.store.urls import DatabaseUrl
+from tests.conftest import create_topics, new_database
+from tests.infra import start_services
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench-results"
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def stream(events: int, seed: int = 42) -> list[bytes]:
+    # ~7 events per shopper: tens of thousands of members for 200,000 events
+    lines = [orjson.dumps(e) for e in generate(events // 7 + 1, seed, datetime.now(UTC), days=700)]
+    return lines[:events]
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_ingest(
+    settings: Settings, total: int, timeline: list[tuple[float, int]]
+) -> tuple[float, float]:
+    env = {
+        **os.environ,
+        "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LOYALTY_DATABASE_URL": settings.database_url,
+        "LOYALTY_CONSUMER_GROUP": settings.consumer_group,
+        "LOYALTY_DAILY_SWEEP": "off",
+        "LOYALTY_TOPIC_PURCHASES": settings.topics.purchases,
+        "LOYALTY_TOPIC_REFERRALS": settings.topics.referrals,
+        "LOYALTY_TOPIC_SOCIAL_SHARES": settings.topics.social_shares,
+        "LOYALTY_TOPIC_REDEMPTIONS": settings.topics.redemptions,
+        "LOYALTY_TOPIC_MEMBER_EVENTS": settings.topics.member_events,
+        "LOYALTY_TOPIC_DEAD_LETTERS": settings.topics.dead_letters,
+    }
+    ledger = build(settings).ledger
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "worker"],
+        env=env,
+        stdout=(RESULTS / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    first = last = None
+    rss = 0.0
+    try:
+        while True:
+            done = sum(ledger.message_counts().values())
+            now = time.monotonic()
+            rss = max(rss, peak_rss_mb(worker.pid))
+            if done and first is None:
+                first = now
+            if first is not None:
+                timeline.append((now - first, done))
+            if done >= total:
+                last = now
+                break
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}; see worker.log")
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert first is not None and last is not None
+    # the first poll that saw events also saw up to half a second of work
+    elapsed = max(last - first, 1e-6)
+    return total / elapsed, rss
+
+
+async def measure_pipe(settings: Settings, database_url: str, total: int) -> float:
+    """The ceiling: consume the same messages, decode them, COPY as many rows, offsets alike."""
+    url = DatabaseUrl.parse(database_url)
+    with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE pipe_rows (event_id TEXT, member_id TEXT, body BYTEA, "
+            "PRIMARY KEY (event_id, member_id))"
+        )
+        conn.execute(
+            "CREATE TABLE pipe_offsets (topic TEXT, part INT, next BIGINT, "
+            "PRIMARY KEY (topic, part))"
+        )
+    consumer = AIOKafkaConsumer(
+        *settings.topics.inputs,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"pipe-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
+    await consumer.start()
+    done, first = 0, None
+    with psycopg.connect(url.conninfo()) as conn:
+        try:
+            while done < total:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                if not batch:
+                    continue
+                first = first or time.monotonic()
+                with conn.transaction(), conn.cursor() as cur:
+                    with cur.copy("COPY pipe_rows (event_id, member_id, body) FROM STDIN") as copy:
+                        for rows in batch.values():
+                            for r in rows:
+                                body = orjson.loads(r.value)
+                                copy.write_row(
+                                    (
+                                        f"{body['event_id']}:{r.offset}",
+                                        body.get("member_id") or body.get("referee_id"),
+                                        r.value,
+                                    )
+                                )
+                    cur.executemany(
+                        "INSERT INTO pipe_offsets VALUES (%s, %s, %s) ON CONFLICT (topic, part) "
+                        "DO UPDATE SET next = excluded.next",
+                        [
+                            (tp.topic, tp.partition, rows[-1].offset + 1)
+                            for tp, rows in batch.items()
+                        ],
+                    )
+                done += sum(len(rows) for rows in batch.values())
+        finally:
+            await consumer.stop()
+    assert first is not None
+    return total / (time.monotonic() - first)
+
+
+def measure_projections(settings: Settings) -> tuple[float, int]:
+    context = build(settings)
+    runner = context.projection_runner()
+    runner.reset()
+    started = time.monotonic()
+    done = runner.catch_up()
+    return done / (time.monotonic() - started), done
+
+
+def measure_replay(settings: Settings) -> float:
+    env = {
+        **os.environ,
+        "LOYALTY_DATABASE_URL": settings.database_url,
+        "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+    events = build(settings).ledger.last_position()
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "projections"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return events / (time.monotonic() - started)
+
+
+def plot(timeline: list[tuple[float, int]], figures: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [t for t, _ in timeline]
+    rates = [0.0] + [(b - a) / max(tb - ta, 1e-6) for (ta, a), (tb, b) in pairwise(timeline)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(times, rates, label="ingest (events/s, per 0.5 s)")
+    ax.axhline(figures["pipe_events_per_s"], color="grey", linestyle="--", label="pipe baseline")
+    ax.axhline(10_000, color="red", linestyle=":", label="target 10,000")
+    ax.set_xlabel("seconds since the first committed event")
+    ax.set_ylabel("events/s")
+    ax.set_title(f"loyalty ingest, {figures['events']:,} events")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    services = start_services()
+    try:
+        suffix = uuid.uuid4().hex[:6]
+        topics = Topics(
+            **{f: f"bench{suffix}.{getattr(Topics(), f)}" for f in Topics.__dataclass_fields__}
+        )
+        asyncio.run(create_topics(services.kafka_bootstrap, topics))
+        settings = Settings(
+            kafka_bootstrap=services.kafka_bootstrap,
+            database_url=new_database(services),
+            topics=topics,
+            consumer_group=f"bench-{suffix}",
+            daily_sweep=False,
+        )
+        lines = stream(args.events)
+        log(f"publishing {len(lines):,} events")
+        asyncio.run(publish_lines(lines, services.kafka_bootstrap, topics))
+        timeline: list[tuple[float, int]] = []
+        log("ingest: the loyalty worker, Kafka to committed domain events")
+        ingest, rss = measure_ingest(settings, len(lines), timeline)
+        log(f"ingest {ingest:,.0f} events/s; pipe baseline")
+        pipe = asyncio.run(measure_pipe(settings, new_database(services), len(lines)))
+        log(f"pipe {pipe:,.0f} events/s; projections")
+        projections, stored = measure_projections(settings)
+        log(f"projections {projections:,.0f} events/s over {stored:,} stored events; replay")
+        replay = measure_replay(replace(settings))
+        figures = {
+            "events": len(lines),
+            "stored_events": stored,
+            "ingest_events_per_s": round(ingest),
+            "pipe_events_per_s": round(pipe),
+            "ratio": round(ingest / pipe, 3),
+            "projections_events_per_s": round(projections),
+            "replay_events_per_s": round(replay),
+            "worker_peak_rss_mb": round(rss),
+            "at": datetime.now(UTC).isoformat(),
+        }
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (RESULTS / f"bench-{stamp}.json").write_text(
+            json.dumps({**figures, "timeline": timeline}, indent=2)
+        )
+        plot(timeline, figures, RESULTS / f"bench-{stamp}.png")
+        log(f"figures in {RESULTS}/bench-{stamp}.json and .png")
+        print(
+            f"bench: ingest {figures['ingest_events_per_s']} events/s, pipe "
+            f"{figures['pipe_events_per_s']} events/s, ratio {figures['ratio']}, projections "
+            f"{figures['projections_events_per_s']} events/s, replay "
+            f"{figures['replay_events_per_s']} events/s, "
+            f"worker rss {figures['worker_peak_rss_mb']} MB"
+        )
+        return 0
+    finally:
+        services.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
