@@ -54,6 +54,9 @@ class Program:
                 return tier
         raise KeyError(name)
 
+    def multiplier(self, tier_name: str) -> Decimal:
+        return self.tier_named(tier_name).multiplier
+
     @property
     def lowest_tier(self) -> str:
         return self.tiers[0].name
@@ -94,14 +97,14 @@ class _Reader:
 
     def _decimal(self, key: str, value: Any = None) -> Decimal:
         value = self._get(key) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self._fail(key, f'must be a decimal string such as "1.25", not {value!r}')
+        problem = f'must be a decimal string or number such as "1.25", not {value!r}'
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self._fail(key, problem)
         try:
-            number = Decimal(str(value))
+            # str() first: a TOML float 1.25 becomes Decimal("1.25"), not its binary expansion.
+            number = Decimal(str(value).strip())
         except InvalidOperation:
-            raise self._fail(
-                key, f'must be a decimal string such as "1.25", not {value!r}'
-            ) from None
+            raise self._fail(key, problem) from None
         if not number.is_finite() or number < 0:
             raise self._fail(key, f"must be a non-negative decimal, not {value!r}")
         return number

@@ -4,21 +4,45 @@ Every public command applies CONTRACT section 3's four steps at its `at`: expire
 review the tier, act, review the tier. Commands decide; the private `@event` methods
 only assign the decided results, so replaying stored events never re-runs a rule (a
 program change applies to new events, never to history).
+
+Stored forever and published on `loyalty.member-events`: event names and fields are a
+contract with the read side; add fields with defaults, never rename or remove one.
 """
 
 from __future__ import annotations
 
 from bisect import insort
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from services.domain.lots import LedgerEntry, Lot, Order, Referral
 from services.program import Program
 
+__all__ = [
+    "ALREADY_REFERRED",
+    "APPLIED",
+    "DUPLICATE_ORDER",
+    "INSUFFICIENT_BALANCE",
+    "MEMBER_NAMESPACE",
+    "REFEREE_HAS_PURCHASED",
+    "REFUND_EXCEEDS_ORDER",
+    "SELF_REFERRAL",
+    "UNKNOWN_ORDER",
+    "LedgerEntry",
+    "Lot",
+    "Member",
+    "Order",
+    "Outcome",
+    "Referral",
+    "ReferrerBonusDue",
+]
+
+# Fixed forever: member aggregate ids are uuid5(MEMBER_NAMESPACE, member_id).
 MEMBER_NAMESPACE = UUID("0b0f6a63-52a1-4bd3-9a3e-7d3f6f1d2c10")
 
 # Reasons a rule declines an understood event (CONTRACT section 2, "rejected by a rule").
@@ -29,14 +53,6 @@ UNKNOWN_ORDER = "unknown_order"
 REFUND_EXCEEDS_ORDER = "refund_exceeds_order"
 INSUFFICIENT_BALANCE = "insufficient_balance"
 DUPLICATE_ORDER = "duplicate_order"
-
-
-@dataclass
-class Lot:
-    """Points credited together, dated at their event; they expire together."""
-
-    date: datetime
-    points: int
 
 
 @dataclass(frozen=True)
@@ -50,20 +66,43 @@ class ReferrerBonusDue:
 
 @dataclass(frozen=True)
 class Outcome:
+    """`rejected` is a reason code when a rule declined the command (the rejection is
+    still recorded as an event); `referrer_bonus` asks the caller to credit the referrer."""
+
     rejected: str | None = None
     referrer_bonus: ReferrerBonusDue | None = None
 
 
 APPLIED = Outcome()
 
+# [lot date, points taken] pairs, oldest lot first: the shape stored in events.
+Consumed = list[list[Any]]
+
 
 def floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
+def floor_share(whole: int, part: Decimal, total: Decimal) -> int:
+    """floor(whole x part / total), exactly: `//` on Decimals never rounds the quotient."""
+    return int((whole * part) // total)
+
+
+def utc_day(at: datetime) -> str:
+    return at.astimezone(UTC).date().isoformat()
+
+
 class Member(Aggregate):
-    # Lots are kept in date order: expiry and oldest-first consumption take from the front.
-    # Events name the lots they touch as [date, points] pairs, which is how they are stored.
+    """A member's ledger.
+
+    Queries: `member_id`, `balance`, `tier` (None until the first tier change: the
+    program's lowest tier, which `tier_name(program)` names), `qualifying_points` (as of
+    the last review), `lifetime_points`, `last_event_at`, `lots` (oldest first), `debt`,
+    `ledger()`.
+
+    `lifetime_points` is every point ever credited (purchases, referral bonuses of either
+    side, shares) minus refund clawbacks; redemptions and expiries do not lower it.
+    """
 
     @staticmethod
     def create_id(member_id: str) -> UUID:
@@ -79,106 +118,102 @@ class Member(Aggregate):
     @event(Registered)
     def __init__(self, member_id: str) -> None:
         self.member_id = member_id
-        self.tier: str | None = None  # None until the first review: the program's lowest tier
-        self.lots: list[Lot] = []
-        self.debt = 0
-        # order_id -> {at, amount, earned, base, refunded, base_removed}
-        self.orders: dict[str, dict[str, Any]] = {}
-        self.referral: dict[str, Any] | None = None  # {referrer_id, at, settled}
-        self.shares_by_day: dict[str, int] = {}
+        self.tier: str | None = None
+        self.qualifying_points = 0
         self.lifetime_points = 0
         self.last_event_at: datetime | None = None
-        self.qualifying_points = 0
+        self.debt = 0
+        self.orders: dict[str, Order] = {}
+        self.referral: Referral | None = None
+        self.shares_by_day: dict[str, int] = {}  # UTC date (ISO) -> shares recorded that day
+        self._lots: list[Lot] = []  # by date, one lot per date; empty while in debt
+        self._ledger: list[LedgerEntry] = []
 
     # ---- queries -------------------------------------------------------------------
 
     @property
     def balance(self) -> int:
-        return sum(lot.points for lot in self.lots) - self.debt
+        return sum(lot.points for lot in self._lots) - self.debt
+
+    @property
+    def lots(self) -> tuple[Lot, ...]:
+        return tuple(self._lots)
+
+    def ledger(self) -> list[LedgerEntry]:
+        """Every movement of the member's points, in the order applied."""
+        return list(self._ledger)
 
     def tier_name(self, program: Program) -> str:
         return self.tier or program.lowest_tier
 
     def qualifying_points_at(self, program: Program, at: datetime) -> int:
         since = at - timedelta(days=program.qualifying_window_days)
-        return sum(
-            int(o["base"] - o["base_removed"])
-            for o in self.orders.values()
-            if since < o["at"] <= at
-        )
+        return sum(o.qualifying_points for o in self.orders.values() if since < o.at <= at)
 
     # ---- commands ------------------------------------------------------------------
 
     def purchase(
         self, program: Program, *, event_id: str, order_id: str, amount: Decimal, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
+        self._expire_and_review(program, at)
         if order_id in self.orders:
             self._purchase_rejected(
                 event_id=event_id, order_id=order_id, amount=amount, reason=DUPLICATE_ORDER, at=at
             )
-            self._review_tier(program, at)
+            self._review(program, at)
             return Outcome(rejected=DUPLICATE_ORDER)
-        tier = program.tier_named(self.tier_name(program))
+        multiplier = program.multiplier(self.tier_name(program))
         base = floor(amount * program.earn_rate)
-        points = floor(amount * program.earn_rate * tier.multiplier)
+        points = floor(amount * program.earn_rate * multiplier)
         first_purchase = not self.orders
-        repaid = min(self.debt, points)
-        qualifying = self.qualifying_points_at(program, at) + (
-            base if self._in_window(program, at, at) else 0
-        )
         self._purchase_recorded(
             event_id=event_id,
             order_id=order_id,
             amount=amount,
             base_points=base,
-            multiplier=tier.multiplier,
+            multiplier=multiplier,
             points=points,
-            debt_repaid=repaid,
+            debt_repaid=min(self.debt, points),
             balance=self.balance + points,
-            qualifying_points=qualifying,
+            qualifying_points=self.qualifying_points_at(program, at) + base,
             at=at,
         )
         bonus_due = None
-        if first_purchase and self._referral_qualifies(program, at):
-            assert self.referral is not None
+        if first_purchase and self.referral is not None and self._referral_open(program, at):
             bonus = program.referee_bonus
             self._referral_rewarded(
                 event_id=event_id,
-                referrer_id=self.referral["referrer_id"],
+                referrer_id=self.referral.referrer_id,
                 points=bonus,
                 debt_repaid=min(self.debt, bonus),
                 balance=self.balance + bonus,
                 at=at,
             )
-            bonus_due = ReferrerBonusDue(self.referral["referrer_id"], event_id, at)
-        self._review_tier(program, at)
+            bonus_due = ReferrerBonusDue(self.referral.referrer_id, event_id, at)
+        self._review(program, at)
         return Outcome(referrer_bonus=bonus_due)
 
     def refund(
         self, program: Program, *, event_id: str, order_id: str, amount: Decimal, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
+        self._expire_and_review(program, at)
         order = self.orders.get(order_id)
-        reason = None
-        if order is None:
-            reason = UNKNOWN_ORDER
-        elif order["refunded"] + amount > order["amount"]:
-            reason = REFUND_EXCEEDS_ORDER
-        if reason is not None or order is None:
-            reason = reason or UNKNOWN_ORDER
+        if order is None or order.refunded + amount > order.amount:
+            reason = UNKNOWN_ORDER if order is None else REFUND_EXCEEDS_ORDER
             self._refund_rejected(
                 event_id=event_id, order_id=order_id, amount=amount, reason=reason, at=at
             )
-            self._review_tier(program, at)
+            self._review(program, at)
             return Outcome(rejected=reason)
-        total, before, after = order["amount"], order["refunded"], order["refunded"] + amount
-        clawback = floor(order["earned"] * after / total) - floor(order["earned"] * before / total)
-        base_removed = floor(order["base"] * after / total) - floor(order["base"] * before / total)
-        consumed, debt_added = self._consume(clawback)
-        qualifying = self.qualifying_points_at(program, at) - (
-            base_removed if self._in_window(program, order["at"], at) else 0
+        before, after = order.refunded, order.refunded + amount
+        clawback = floor_share(order.earned, after, order.amount) - floor_share(
+            order.earned, before, order.amount
         )
+        base_removed = floor_share(order.base, after, order.amount) - floor_share(
+            order.base, before, order.amount
+        )
+        in_window = self._in_qualifying_window(program, order.at, at)
+        consumed, shortfall = self._consume(clawback)
         self._refund_recorded(
             event_id=event_id,
             order_id=order_id,
@@ -186,18 +221,19 @@ class Member(Aggregate):
             base_points_removed=base_removed,
             points=-clawback,
             consumed=consumed,
-            debt_added=debt_added,
+            debt_added=shortfall,
             balance=self.balance - clawback,
-            qualifying_points=qualifying,
+            qualifying_points=self.qualifying_points_at(program, at)
+            - (base_removed if in_window else 0),
             at=at,
         )
-        self._review_tier(program, at)
+        self._review(program, at)
         return APPLIED
 
     def record_referral(
         self, program: Program, *, event_id: str, referrer_id: str, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
+        self._expire_and_review(program, at)
         reason = None
         if referrer_id == self.member_id:
             reason = SELF_REFERRAL
@@ -211,14 +247,15 @@ class Member(Aggregate):
             self._referral_rejected(
                 event_id=event_id, referrer_id=referrer_id, reason=reason, at=at
             )
-        self._review_tier(program, at)
+        self._review(program, at)
         return Outcome(rejected=reason)
 
     def share(
         self, program: Program, *, event_id: str, network: str, url: str | None, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
-        day = _utc_day(at)
+        """`network` is one of the program's networks: the caller validated it."""
+        self._expire_and_review(program, at)
+        day = utc_day(at)
         rewarded = self.shares_by_day.get(day, 0) < program.shares_per_day
         points = program.share_points if rewarded else 0
         self._social_share_recorded(
@@ -231,13 +268,13 @@ class Member(Aggregate):
             balance=self.balance + points,
             at=at,
         )
-        self._review_tier(program, at)
+        self._review(program, at)
         return APPLIED
 
     def redeem(
         self, program: Program, *, event_id: str, points: int, reward: str, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
+        self._expire_and_review(program, at)
         if self.balance < points:
             self._redemption_declined(
                 event_id=event_id,
@@ -247,7 +284,7 @@ class Member(Aggregate):
                 reason=INSUFFICIENT_BALANCE,
                 at=at,
             )
-            self._review_tier(program, at)
+            self._review(program, at)
             return Outcome(rejected=INSUFFICIENT_BALANCE)
         consumed, _ = self._consume(points)
         self._points_redeemed(
@@ -258,13 +295,14 @@ class Member(Aggregate):
             balance=self.balance - points,
             at=at,
         )
-        self._review_tier(program, at)
+        self._review(program, at)
         return APPLIED
 
     def earn_referrer_bonus(
         self, program: Program, *, event_id: str, referee_id: str, at: datetime
     ) -> Outcome:
-        self._begin(program, at)
+        """The referrer's side of a rewarded referral; `event_id` is the referee's purchase."""
+        self._expire_and_review(program, at)
         bonus = program.referrer_bonus
         self._referrer_bonus_earned(
             event_id=event_id,
@@ -274,46 +312,52 @@ class Member(Aggregate):
             balance=self.balance + bonus,
             at=at,
         )
-        self._review_tier(program, at)
+        self._review(program, at)
         return APPLIED
 
     def sweep(self, program: Program, *, at: datetime) -> None:
-        self._begin(program, at)
+        """Steps 1 and 2 only: expiry and tier review as of `at`."""
+        self._expire_and_review(program, at)
 
     # ---- decisions shared by the commands ----------------------------------------
 
-    def _begin(self, program: Program, at: datetime) -> None:
-        """Steps 1 and 2: expire the lots due at `at`, then review the tier as of `at`."""
+    def _expire_and_review(self, program: Program, at: datetime) -> None:
+        """Steps 1 and 2: expire the lots due at or before `at`, then review the tier."""
         lifetime = timedelta(days=program.lot_lifetime_days)
-        while self.lots and self.lots[0].date + lifetime <= at:
-            lot_date, points = self.lots[0].date, self.lots[0].points
+        while self._lots and self._lots[0].date + lifetime <= at:
+            lot = self._lots[0]
             self._points_expired(
-                lot_date=lot_date, points=-points, balance=self.balance - points, at=at
+                lot_date=lot.date, points=-lot.points, balance=self.balance - lot.points, at=at
             )
-        self._review_tier(program, at)
+        self._review(program, at)
 
-    def _review_tier(self, program: Program, at: datetime) -> None:
+    def _review(self, program: Program, at: datetime) -> None:
         qualifying = self.qualifying_points_at(program, at)
         tier = program.tier_for(qualifying).name
-        if tier != self.tier_name(program):
-            self._tier_changed(
-                from_tier=self.tier_name(program), to_tier=tier, qualifying_points=qualifying, at=at
-            )
+        current = self.tier_name(program)
+        if tier != current:
+            self._tier_changed(from_tier=current, to_tier=tier, qualifying_points=qualifying, at=at)
+        elif qualifying != self.qualifying_points:
+            # Purchases left the window without moving the tier: the read side still
+            # shows the member's qualifying points as of this review.
+            self._qualifying_points_changed(qualifying_points=qualifying, at=at)
 
-    def _in_window(self, program: Program, occurred: datetime, at: datetime) -> bool:
+    @staticmethod
+    def _in_qualifying_window(program: Program, occurred: datetime, at: datetime) -> bool:
         return at - timedelta(days=program.qualifying_window_days) < occurred <= at
 
-    def _referral_qualifies(self, program: Program, at: datetime) -> bool:
-        if self.referral is None or self.referral["settled"]:
+    def _referral_open(self, program: Program, at: datetime) -> bool:
+        if self.referral is None or self.referral.settled:
             return False
-        since: timedelta = at - self.referral["at"]
+        since = at - self.referral.at
         return timedelta(0) <= since <= timedelta(days=program.referral_window_days)
 
-    def _consume(self, points: int) -> tuple[list[list[Any]], int]:
-        """Oldest lots first; what the lots cannot cover becomes debt."""
-        consumed: list[list[Any]] = []
+    def _consume(self, points: int) -> tuple[Consumed, int]:
+        """Oldest lots first; returns what was taken from which lot, and the shortfall
+        that becomes debt."""
+        consumed: Consumed = []
         left = points
-        for lot in self.lots:
+        for lot in self._lots:
             if left == 0:
                 break
             taken = min(lot.points, left)
@@ -325,21 +369,38 @@ class Member(Aggregate):
 
     def _credit(self, at: datetime, points: int, debt_repaid: int) -> None:
         self.debt -= debt_repaid
-        if points - debt_repaid > 0:
-            insort(self.lots, Lot(at, points - debt_repaid), key=lambda lot: lot.date)
         self.lifetime_points += points
+        remainder = points - debt_repaid
+        if remainder <= 0:
+            return
+        for i, lot in enumerate(self._lots):
+            if lot.date == at:
+                self._lots[i] = Lot(at, lot.points + remainder)
+                return
+        insort(self._lots, Lot(at, remainder), key=lambda lot: lot.date)
 
-    def _take(self, consumed: list[list[Any]]) -> None:
+    def _take(self, consumed: Consumed) -> None:
         for lot_date, taken in consumed:
-            for lot in self.lots:
-                if lot.date == lot_date and lot.points > 0:
-                    lot.points -= taken
+            for i, lot in enumerate(self._lots):
+                if lot.date == lot_date:
+                    self._lots[i] = Lot(lot.date, lot.points - taken)
                     break
-        self.lots = [lot for lot in self.lots if lot.points > 0]
+        self._lots = [lot for lot in self._lots if lot.points > 0]
 
     def _seen(self, at: datetime) -> None:
         if self.last_event_at is None or at > self.last_event_at:
             self.last_event_at = at
+
+    def _entry(
+        self,
+        kind: str,
+        at: datetime,
+        points: int,
+        balance: int,
+        event_id: str | None,
+        reference: str | None,
+    ) -> None:
+        self._ledger.append(LedgerEntry(at, kind, points, balance, event_id, reference))
 
     @event("PurchaseRecorded")
     def _purchase_recorded(
@@ -355,16 +416,10 @@ class Member(Aggregate):
         qualifying_points: int,
         at: datetime,
     ) -> None:
-        self.orders[order_id] = {
-            "at": at,
-            "amount": amount,
-            "earned": points,
-            "base": base_points,
-            "refunded": Decimal(0),
-            "base_removed": 0,
-        }
+        self.orders[order_id] = Order(at, amount, points, base_points)
         self._credit(at, points, debt_repaid)
         self.qualifying_points = qualifying_points
+        self._entry("PurchaseRecorded", at, points, balance, event_id, order_id)
         self._seen(at)
 
     @event("PurchaseRejected")
@@ -381,19 +436,20 @@ class Member(Aggregate):
         amount: Decimal,
         base_points_removed: int,
         points: int,
-        consumed: list[list[Any]],
+        consumed: Consumed,
         debt_added: int,
         balance: int,
         qualifying_points: int,
         at: datetime,
     ) -> None:
         order = self.orders[order_id]
-        order["refunded"] += amount
-        order["base_removed"] += base_points_removed
+        order.refunded += amount
+        order.base_removed += base_points_removed
         self._take(consumed)
         self.debt += debt_added
         self.lifetime_points += points
         self.qualifying_points = qualifying_points
+        self._entry("RefundRecorded", at, points, balance, event_id, order_id)
         self._seen(at)
 
     @event("RefundRejected")
@@ -404,7 +460,7 @@ class Member(Aggregate):
 
     @event("ReferralRecorded")
     def _referral_recorded(self, event_id: str, referrer_id: str, at: datetime) -> None:
-        self.referral = {"referrer_id": referrer_id, "at": at, "settled": False}
+        self.referral = Referral(referrer_id, at)
         self._seen(at)
 
     @event("ReferralRejected")
@@ -423,9 +479,11 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
-        assert self.referral is not None
-        self.referral["settled"] = True
+        if self.referral is not None:
+            self.referral.settled = True
         self._credit(at, points, debt_repaid)
+        self._entry("ReferralRewarded", at, points, balance, event_id, referrer_id)
+        self._seen(at)
 
     @event("ReferrerBonusEarned")
     def _referrer_bonus_earned(
@@ -438,6 +496,7 @@ class Member(Aggregate):
         at: datetime,
     ) -> None:
         self._credit(at, points, debt_repaid)
+        self._entry("ReferrerBonusEarned", at, points, balance, event_id, referee_id)
         self._seen(at)
 
     @event("SocialShareRecorded")
@@ -454,6 +513,7 @@ class Member(Aggregate):
     ) -> None:
         self.shares_by_day[day] = self.shares_by_day.get(day, 0) + 1
         self._credit(at, points, debt_repaid)
+        self._entry("SocialShareRecorded", at, points, balance, event_id, network)
         self._seen(at)
 
     @event("PointsRedeemed")
@@ -462,11 +522,12 @@ class Member(Aggregate):
         event_id: str,
         reward: str,
         points: int,
-        consumed: list[list[Any]],
+        consumed: Consumed,
         balance: int,
         at: datetime,
     ) -> None:
         self._take(consumed)
+        self._entry("PointsRedeemed", at, points, balance, event_id, reward)
         self._seen(at)
 
     @event("RedemptionDeclined")
@@ -478,6 +539,7 @@ class Member(Aggregate):
     @event("PointsExpired")
     def _points_expired(self, lot_date: datetime, points: int, balance: int, at: datetime) -> None:
         self._take([[lot_date, -points]])
+        self._entry("PointsExpired", at, points, balance, None, lot_date.isoformat())
 
     @event("TierChanged")
     def _tier_changed(
@@ -486,7 +548,6 @@ class Member(Aggregate):
         self.tier = to_tier
         self.qualifying_points = qualifying_points
 
-
-def _utc_day(at: datetime) -> str:
-    day: date = at.date()  # `at` is UTC: the decoder normalises every offset
-    return day.isoformat()
+    @event("QualifyingPointsChanged")
+    def _qualifying_points_changed(self, qualifying_points: int, at: datetime) -> None:
+        self.qualifying_points = qualifying_points

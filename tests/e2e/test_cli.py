@@ -66,12 +66,14 @@ def test_sweep_as_of_expires_and_reviews_every_member(
     assert "0 events" in early.stdout
     late = loyalty("sweep", "--as-of", "2027-01-01T00:00:00Z", env=env)
     assert late.returncode == 0, late.stderr
-    assert "3 events" in late.stdout  # two expiries and ann's downgrade
+    # Two expiries, ann's downgrade, and bob's qualifying points leaving the window.
+    assert "4 events" in late.stdout
 
     ledger = build(Settings(database_url=postgres_url)).ledger
     ann, bob = ledger.member("ann"), ledger.member("bob")
     assert ann is not None and bob is not None
     assert (ann.balance, ann.tier, bob.balance) == (0, "bronze", 0)
+    assert (ann.qualifying_points, bob.qualifying_points) == (0, 0)
 
     status = loyalty("status", env=env)
     assert status.returncode == 0, status.stderr

@@ -46,6 +46,7 @@ class ModelMember:
     referred_at: datetime | None = None
     shares: dict[object, int] = field(default_factory=dict)
     lifetime: int = 0
+    reviewed_qp: int = 0  # qualifying points as of the member's last tier review
 
     @property
     def balance(self) -> int:
@@ -56,7 +57,11 @@ class ModelMember:
 
     def steps_1_2(self, t: datetime) -> None:
         self.lots = [lot for lot in self.lots if lot[0] + YEAR > t]  # type: ignore[operator]
-        self.tier = tier_of(self.qp(t))[0]
+        self.review(t)
+
+    def review(self, t: datetime) -> None:
+        self.reviewed_qp = self.qp(t)
+        self.tier = tier_of(self.reviewed_qp)[0]
 
     def credit(self, points: int, t: datetime) -> None:
         self.lifetime += points
@@ -87,7 +92,7 @@ class Model:
         member = self.m(member_id)
         member.steps_1_2(t)
         act(member)  # type: ignore[operator]
-        member.tier = tier_of(member.qp(t))[0]
+        member.review(t)
 
     def purchase(self, member_id: str, order_id: str, amount: Decimal, t: datetime) -> None:
         bonus_for: list[str] = []

@@ -82,7 +82,7 @@ def test_a_clawback_beyond_the_balance_goes_into_debt_repaid_by_later_credits() 
     assert clawed.member.balance == -80
     repaid = history.when(purchase("o2", "50", day(3)))
     assert repaid.member.balance == -30
-    assert repaid.member.lots == []
+    assert repaid.member.lots == ()
     credited = history.when(purchase("o3", "50", day(4)))
     assert credited.member.balance == 20
     assert [lot.points for lot in credited.member.lots] == [20]
