@@ -71,6 +71,17 @@ class MemberCache:
             self._members.move_to_end(member_id)
         return member
 
+    def prefetch(self, member_ids: Iterable[str]) -> None:
+        """Loads every member not yet cached in one query: a batch's misses, at once."""
+        missing = {m for m in member_ids if m not in self._members}
+        if not missing:
+            return
+        loaded = self._ledger.members(missing)
+        for member_id in missing:
+            self._members[member_id] = loaded.get(member_id) or Member.register(member_id)
+        while len(self._members) > self._maxsize:
+            self._members.popitem(last=False)
+
     def evict(self, member_ids: Iterable[str]) -> None:
         for member_id in member_ids:
             self._members.pop(member_id, None)
@@ -147,6 +158,7 @@ class IngestService:
             m = letter.message
             checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)
         known = self._ledger.known_event_ids({d.command.event_id for d in decoded})
+        self.members.prefetch(d.command.member_id for d in decoded)
         for item in decoded:
             m, command = item.message, item.command
             if command.event_id in known:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import CanMutateProtocol
+from eventsourcing.persistence import Transcoder
 from eventsourcing.utils import get_topic
 
 from services.domain.member import Member
 from services.store.checkpoint import Checkpoint, tracking_name
 from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
+from services.store.transcoder import OrjsonTranscoder
 from services.store.urls import DatabaseUrl
 
 SCHEMA_LOCK = 0x4C4F59414C5459  # "LOYALTY": the advisory lock held while creating tables
@@ -36,6 +39,9 @@ class Ledger(Application[UUID]):
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
+    def construct_transcoder(self) -> Transcoder:
+        return OrjsonTranscoder()
+
     @property
     def store(self) -> LedgerRecorder:
         return cast(LedgerRecorder, self.recorder)
@@ -45,6 +51,16 @@ class Ledger(Application[UUID]):
             return cast(Member, self.repository.get(Member.create_id(member_id)))
         except AggregateNotFoundError:
             return None
+
+    def members(self, member_ids: Collection[str]) -> dict[str, Member]:
+        """The members the store holds among those asked for, in one query."""
+        ids = {Member.create_id(member_id): member_id for member_id in member_ids}
+        folded: dict[UUID, Any] = {}
+        for stored in self.store.select_members_events(list(ids)):
+            event = cast(CanMutateProtocol[Any], self.mapper.to_domain_event(stored))
+            key = UUID(str(stored.originator_id))
+            folded[key] = event.mutate(folded.get(key))
+        return {ids[key]: cast(Member, member) for key, member in folded.items()}
 
     def commit(self, members: Collection[Member], checkpoint: Checkpoint) -> None:
         """Stores the members' new events and the checkpoint atomically."""

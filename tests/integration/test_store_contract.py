@@ -72,3 +72,13 @@ def test_input_positions_only_move_forward(ledger: Ledger) -> None:
     with pytest.raises(IntegrityError):
         ledger.commit([], checkpoint(3, "p2"))
     assert ledger.input_position("in", 0) == 10
+
+
+def test_any_event_id_upstream_may_send_is_stored_exactly(ledger: Ledger) -> None:
+    odd = "a\\b\tc\nd\re ü €"
+    member = Member.register("tab\there")
+    member.purchase(PROGRAM, event_id=odd, order_id="o\\1", amount=Decimal("1"), at=AT)
+    ledger.commit([member], checkpoint(0, odd))
+    assert ledger.known_event_ids({odd}) == {odd}
+    stored = ledger.member("tab\there")
+    assert stored is not None and stored.orders.keys() == {"o\\1"}
