@@ -12,8 +12,9 @@ from services.config import Settings
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
 from services.program import Program, load_program
-from services.relay import MemberEventRelay
+from services.relay import RELAY_TRACKING_NAME, MemberEventRelay
 from services.store.database import Database, connect
+from services.store.leadership import leadership
 from services.store.ledger import Ledger
 from services.validation import Decoder
 
@@ -58,6 +59,7 @@ class Context:
             ledger=self.ledger,
             bootstrap=self.settings.kafka_bootstrap,
             topic=self.settings.topics.member_events,
+            leadership=leadership(self.settings.database_url, RELAY_TRACKING_NAME),
         )
 
 

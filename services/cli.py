@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description="Event-sourced loyalty ledger")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run the ingest workers (faust) until stopped")
-    sub.add_parser("projector", help="run the projection workers until stopped")
+    sub.add_parser(
+        "projector", help="run the projection workers and the member-events relay until stopped"
+    )
     sub.add_parser("api", help="serve the HTTP API")
     publish = sub.add_parser("publish", help="send a JSON Lines file of events to their topics")
     publish.add_argument("file", type=Path)
@@ -158,17 +160,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _projector(context: Context) -> int:
-    runner = context.projection_runner()
-    stop = {"now": False}
-
-    def request_stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    logging.getLogger("loyalty.projector").info("projector following the event store")
-    runner.run_forever(lambda: stop["now"])
+    asyncio.run(_follow_the_store(context))
     return 0
+
+
+async def _follow_the_store(context: Context) -> None:
+    """The store's followers: every projection, and the member-events relay."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    runner = context.projection_runner()
+    relay = asyncio.create_task(context.relay().run(stopping))
+    logging.getLogger("loyalty.projector").info("projector following the event store")
+    try:
+        await asyncio.to_thread(runner.run_forever, stopping.is_set)
+    finally:
+        stopping.set()
+        await relay
 
 
 def _api(context: Context) -> int:

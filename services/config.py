@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///.local/loyalty.sqlite3"
@@ -25,12 +26,16 @@ class Topics:
 
     def carried_types(self, topic: str) -> frozenset[str]:
         # Which event types each input topic may carry; anything else is dead-lettered.
+        return self._carried.get(topic, frozenset())
+
+    @cached_property
+    def _carried(self) -> dict[str, frozenset[str]]:
         return {
             self.purchases: frozenset({"purchase", "refund"}),
             self.referrals: frozenset({"referral"}),
             self.social_shares: frozenset({"social_share"}),
             self.redemptions: frozenset({"redemption"}),
-        }.get(topic, frozenset())
+        }
 
     def for_type(self, event_type: str) -> str | None:
         return {

@@ -2,31 +2,47 @@
 
 Its position is a tracking record written after Kafka acknowledged the messages, so a
 crash republishes at most the last unacknowledged page (consumers dedupe on `id`) and
-never skips one. The worker pumps it on faust's elected leader only; should two
-leaders overlap during a rebalance, the slower one's position write fails the
-tracking record's only-forward check and it re-reads where the other got to.
+never skips one. It follows the store like the projections do, in `loyalty projector`,
+not in the ingest worker, whose one core goes to ingestion. Of several projectors, the
+one that holds the store's leadership pumps; should two ever overlap, the slower one's
+position write fails the tracking record's only-forward check and it re-reads where
+the other got to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from eventsourcing.utils import get_topic
 
 from services import member_events
+from services.domain.member import Member
+from services.store.leadership import AlwaysLeader, Leadership
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 RELAY_TRACKING_NAME = "relay:member-events"
+REGISTERED_TOPIC = get_topic(Member.Registered)
 
 
 class MemberEventRelay:
-    def __init__(self, *, ledger: Ledger, bootstrap: str, topic: str, page: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        bootstrap: str,
+        topic: str,
+        leadership: Leadership | None = None,
+        page: int = 2000,
+    ) -> None:
         self._ledger = ledger
+        self._leadership = leadership or AlwaysLeader()
         self._bootstrap = bootstrap
         self._topic = topic
         self._page = page
@@ -77,25 +93,31 @@ class MemberEventRelay:
         await self.start()
         try:
             while not stopping.is_set():
-                if await self.pump() == 0:
-                    await asyncio.sleep(idle_seconds)
+                leading = await asyncio.to_thread(self._leadership.held)
+                if not leading or await self.pump() == 0:
+                    await _sleep_unless(stopping, idle_seconds if leading else 5.0)
         finally:
+            await asyncio.to_thread(self._leadership.release)
             await self.stop()
 
     def _next_page(self, position: int) -> list[tuple[Notification, str]]:
         notifications = self._ledger.store.select_notifications(
             start=position, limit=self._page, inclusive_of_start=False
         )
-        return [(n, self._member_id(n.originator_id)) for n in notifications]
+        if len(self._member_ids) > 500_000:
+            self._member_ids.clear()
+        keys = [UUID(str(n.originator_id)) for n in notifications]
+        for key, notification in zip(keys, notifications, strict=True):
+            # A member's first event names it: most pages introduce their own members.
+            if notification.topic == REGISTERED_TOPIC:
+                registered = self._ledger.mapper.to_domain_event(notification)
+                self._member_ids[key] = registered.member_id  # type: ignore[attr-defined]
+        unknown = set(keys).difference(self._member_ids)
+        if unknown:
+            self._member_ids.update(self._ledger.member_ids_of(unknown))
+        return [(n, self._member_ids[key]) for key, n in zip(keys, notifications, strict=True)]
 
-    def _member_id(self, originator_id: UUID | str) -> str:
-        key = UUID(str(originator_id))
-        member_id = self._member_ids.get(key)
-        if member_id is None:
-            first = self._ledger.store.select_events(key, lte=1)
-            registered = self._ledger.mapper.to_domain_event(first[0])
-            member_id = str(registered.member_id)  # type: ignore[attr-defined]
-            if len(self._member_ids) > 500_000:
-                self._member_ids.clear()
-            self._member_ids[key] = member_id
-        return member_id
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

@@ -1,4 +1,7 @@
-"""`loyalty worker`: a faust application hosting the ingest loop and the daily sweep."""
+"""`loyalty worker`: a faust application hosting the ingest loop and the daily sweep.
+
+The member-events relay is not here: it follows the store from `loyalty projector`.
+"""
 
 from __future__ import annotations
 
@@ -27,25 +30,14 @@ def create_app(context: Context) -> faust.App:
     )
     stopping = asyncio.Event()
     loop = context.ingest_loop()
-    relay = context.relay()
 
     @app.task  # type: ignore[untyped-decorator]
     async def ingest() -> None:
         await loop.run(stopping)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def start_relay() -> None:
-        await relay.start()
-
-    # One relay per store: faust elects the leader among the workers.
-    @app.timer(0.5, on_leader=True)  # type: ignore[untyped-decorator]
-    async def publish_member_events() -> None:
-        await relay.pump()
-
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop(app: faust.App, **_: object) -> None:
         stopping.set()
-        await relay.stop()
 
     if settings.daily_sweep:
 

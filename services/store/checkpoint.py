@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class MessageOutcome(StrEnum):
@@ -21,8 +22,7 @@ class MessageOutcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """An input event_id that changed the store; a later copy of it is a duplicate."""
 
     event_id: str

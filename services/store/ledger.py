@@ -62,6 +62,14 @@ class Ledger(Application[UUID]):
             folded[key] = event.mutate(folded.get(key))
         return {ids[key]: cast(Member, member) for key, member in folded.items()}
 
+    def member_ids_of(self, aggregate_ids: Collection[UUID]) -> dict[UUID, str]:
+        """The member id of each aggregate the store holds among those asked for."""
+        found: dict[UUID, str] = {}
+        for stored in self.store.select_members_events(list(aggregate_ids), first_only=True):
+            registered = self.mapper.to_domain_event(stored)
+            found[UUID(str(stored.originator_id))] = registered.member_id  # type: ignore[attr-defined]
+        return found
+
     def commit(self, members: Collection[Member], checkpoint: Checkpoint) -> None:
         """Stores the members' new events and the checkpoint atomically."""
         self.save(*members, checkpoint=checkpoint)

@@ -45,6 +45,7 @@ COPY_RECEIPTS = (
     "COPY ingest_receipts (event_id, topic, partition, input_offset, outcome) FROM STDIN"
 )
 SQLITE_MAX_PARAMS = 500
+FIRST_ONLY = "AND originator_version = 1 "
 
 
 # COPY's text format: backslash, tab, newline and carriage return escaped in text;
@@ -73,10 +74,8 @@ def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
     ]
 
 
-def _receipt_rows(checkpoint: Checkpoint) -> list[tuple[Any, ...]]:
-    return [
-        (r.event_id, r.topic, r.partition, r.offset, r.outcome.value) for r in checkpoint.receipts
-    ]
+def _receipt_rows(checkpoint: Checkpoint) -> Sequence[Sequence[Any]]:
+    return checkpoint.receipts  # rows as they are: an outcome is a str
 
 
 def _count_rows(checkpoint: Checkpoint) -> list[tuple[Any, ...]]:
@@ -130,12 +129,19 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
             "COPY {0}.{1} (originator_id, originator_version, topic, state) FROM STDIN"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
-    def select_members_events(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, in order: one query for a whole batch."""
+    def select_members_events(
+        self, originator_ids: Collection[UUID], *, first_only: bool = False
+    ) -> list[StoredEvent]:
+        """Every event of the given aggregates, in order, or only each one's first: one
+        query for a whole batch."""
         statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            "WHERE originator_id = ANY(%s) {2}ORDER BY originator_id, originator_version"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            SQL(FIRST_ONLY if first_only else ""),
+        )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (list(originator_ids),))
             return [
@@ -176,7 +182,9 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
                 c.executemany(ADD_COUNT.format(p="?"), counts)
         return returning
 
-    def select_members_events(self, originator_ids: Collection[UUID]) -> list[StoredEvent]:
+    def select_members_events(
+        self, originator_ids: Collection[UUID], *, first_only: bool = False
+    ) -> list[StoredEvent]:
         ids = [i.hex for i in originator_ids]
         events: list[StoredEvent] = []
         with self.datastore.transaction(commit=False) as c:
@@ -186,7 +194,7 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
                 c.execute(
                     f"SELECT originator_id, originator_version, topic, state FROM "
                     f"{self.events_table_name} WHERE originator_id IN ({marks}) "
-                    f"ORDER BY originator_id, originator_version",
+                    f"{FIRST_ONLY if first_only else ''}ORDER BY originator_id, originator_version",
                     chunk,
                 )
                 events.extend(StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall())

@@ -52,10 +52,30 @@ class OrjsonTranscoder(Transcoder):
     _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
     def encode(self, obj: Any) -> bytes:
-        return orjson.dumps(_tag_uuids(obj), default=_default, option=self._OPTIONS)
+        # Event states rarely hold a UUID: copying them to tag one is the exception.
+        if _holds_uuid((obj,)):
+            obj = _tag_uuids(obj)
+        return orjson.dumps(obj, default=_default, option=self._OPTIONS)
 
     def decode(self, data: bytes) -> Any:
         return _restore(orjson.loads(data))
+
+
+def _holds_uuid(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if isinstance(item, UUID):
+            return True
+        if isinstance(item, dict | list | tuple) and _holds_uuid(item):
+            return True
+    return False
+
+
+# What event states are made of: no UUID can hide in these.
+_PLAIN = frozenset({str, int, bool, float, type(None), Decimal, datetime})
 
 
 def _tag_uuids(value: Any) -> Any:

@@ -57,7 +57,7 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
         assert body["inputs"][topics.purchases]["applied"] == 1
         assert body["inputs"][topics.purchases]["duplicate"] == 0
         assert body["inputs"][topics.purchases]["consumer_lag"] == 0
-        # The worker's relay publishes the member's domain events on the changelog.
+        # The projector's relay publishes the member's domain events on the changelog.
         changelog = asyncio.run(read_all(kafka_bootstrap, topics.member_events, expected=2))
         assert [
             member_events.decode(r.value).stored.topic.rsplit(".", 1)[-1] for r in changelog

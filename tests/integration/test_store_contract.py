@@ -11,7 +11,10 @@ from eventsourcing.persistence import IntegrityError
 from services.domain.member import Member
 from services.program import load_program
 from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.leadership import AlwaysLeader, leadership
 from services.store.ledger import Ledger
+from tests.conftest import new_database
+from tests.infra import Services
 
 pytestmark = pytest.mark.integration
 PROGRAM = load_program(None)
@@ -82,3 +85,34 @@ def test_any_event_id_upstream_may_send_is_stored_exactly(ledger: Ledger) -> Non
     assert ledger.known_event_ids({odd}) == {odd}
     stored = ledger.member("tab\there")
     assert stored is not None and stored.orders.keys() == {"o\\1"}
+
+
+def test_a_batch_of_members_loads_in_one_call(ledger: Ledger) -> None:
+    ann, bob = Member.register("ann"), Member.register("bob")
+    ann.purchase(PROGRAM, event_id="p1", order_id="o1", amount=Decimal("12.50"), at=AT)
+    bob.purchase(PROGRAM, event_id="p2", order_id="o2", amount=Decimal("7"), at=AT)
+    ledger.commit([ann, bob], checkpoint(0, "p1", "p2"))
+
+    loaded = ledger.members(["ann", "bob", "carol"])
+    assert {m: loaded[m].balance for m in loaded} == {"ann": 12, "bob": 7}
+    assert loaded["ann"].version == ann.version
+    assert ledger.member_ids_of([ann.id, bob.id, Member.create_id("carol")]) == {
+        ann.id: "ann",
+        bob.id: "bob",
+    }
+
+
+def test_one_process_at_a_time_leads(services: Services) -> None:
+    url = new_database(services)
+    first, second = (leadership(url, "relay") for _ in range(2))
+    try:
+        assert first.held()
+        assert not second.held()
+        assert first.held()  # asking again keeps it
+        first.release()
+        assert second.held()
+        assert not first.held()
+    finally:
+        first.release()
+        second.release()
+    assert AlwaysLeader().held()
