@@ -1,4 +1,7 @@
-"""Value types the member aggregate keeps: lots, orders, its referral, ledger entries."""
+"""Value types the member aggregate keeps: lots, orders, its referral.
+
+Slotted: a worker keeps every active member in memory, and these are most of it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lot:
     """Points credited at one instant; they expire together, `lot_lifetime_days` later."""
 
@@ -15,7 +18,7 @@ class Lot:
     points: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Order:
     """A purchase as recorded, and what its refunds have taken back so far."""
 
@@ -31,21 +34,8 @@ class Order:
         return self.base - self.base_removed
 
 
-@dataclass
+@dataclass(slots=True)
 class Referral:
     referrer_id: str
     at: datetime
     settled: bool = False
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One movement of a member's points; `reference` names what moved them (an order,
-    a reward, a network, the other member of a referral, or the date of an expired lot)."""
-
-    at: datetime
-    kind: str
-    points: int
-    balance: int
-    event_id: str | None
-    reference: str | None

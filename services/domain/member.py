@@ -20,7 +20,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from services.domain.lots import LedgerEntry, Lot, Order, Referral
+from services.domain.lots import Lot, Order, Referral
 from services.program import Program
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "REFUND_EXCEEDS_ORDER",
     "SELF_REFERRAL",
     "UNKNOWN_ORDER",
-    "LedgerEntry",
     "Lot",
     "Member",
     "Order",
@@ -98,7 +97,8 @@ class Member(Aggregate):
     Queries: `member_id`, `balance`, `tier` (None until the first tier change: the
     program's lowest tier, which `tier_name(program)` names), `qualifying_points` (as of
     the last review), `lifetime_points`, `last_event_at`, `lots` (oldest first), `debt`,
-    `ledger()`.
+    and the decision state the rules need (orders, referral, shares by day). The ledger
+    of movements is not kept here: it is in the events, and in the read side.
 
     `lifetime_points` is every point ever credited (purchases, referral bonuses of either
     side, shares) minus refund clawbacks; redemptions and expiries do not lower it.
@@ -127,7 +127,6 @@ class Member(Aggregate):
         self.referral: Referral | None = None
         self.shares_by_day: dict[str, int] = {}  # UTC date (ISO) -> shares recorded that day
         self._lots: list[Lot] = []  # by date, one lot per date; empty while in debt
-        self._ledger: list[LedgerEntry] = []
 
     # ---- queries -------------------------------------------------------------------
 
@@ -138,10 +137,6 @@ class Member(Aggregate):
     @property
     def lots(self) -> tuple[Lot, ...]:
         return tuple(self._lots)
-
-    def ledger(self) -> list[LedgerEntry]:
-        """Every movement of the member's points, in the order applied."""
-        return list(self._ledger)
 
     def tier_name(self, program: Program) -> str:
         return self.tier or program.lowest_tier
@@ -391,17 +386,6 @@ class Member(Aggregate):
         if self.last_event_at is None or at > self.last_event_at:
             self.last_event_at = at
 
-    def _entry(
-        self,
-        kind: str,
-        at: datetime,
-        points: int,
-        balance: int,
-        event_id: str | None,
-        reference: str | None,
-    ) -> None:
-        self._ledger.append(LedgerEntry(at, kind, points, balance, event_id, reference))
-
     @event("PurchaseRecorded")
     def _purchase_recorded(
         self,
@@ -419,7 +403,6 @@ class Member(Aggregate):
         self.orders[order_id] = Order(at, amount, points, base_points)
         self._credit(at, points, debt_repaid)
         self.qualifying_points = qualifying_points
-        self._entry("PurchaseRecorded", at, points, balance, event_id, order_id)
         self._seen(at)
 
     @event("PurchaseRejected")
@@ -449,7 +432,6 @@ class Member(Aggregate):
         self.debt += debt_added
         self.lifetime_points += points
         self.qualifying_points = qualifying_points
-        self._entry("RefundRecorded", at, points, balance, event_id, order_id)
         self._seen(at)
 
     @event("RefundRejected")
@@ -482,7 +464,6 @@ class Member(Aggregate):
         if self.referral is not None:
             self.referral.settled = True
         self._credit(at, points, debt_repaid)
-        self._entry("ReferralRewarded", at, points, balance, event_id, referrer_id)
         self._seen(at)
 
     @event("ReferrerBonusEarned")
@@ -496,7 +477,6 @@ class Member(Aggregate):
         at: datetime,
     ) -> None:
         self._credit(at, points, debt_repaid)
-        self._entry("ReferrerBonusEarned", at, points, balance, event_id, referee_id)
         self._seen(at)
 
     @event("SocialShareRecorded")
@@ -513,7 +493,6 @@ class Member(Aggregate):
     ) -> None:
         self.shares_by_day[day] = self.shares_by_day.get(day, 0) + 1
         self._credit(at, points, debt_repaid)
-        self._entry("SocialShareRecorded", at, points, balance, event_id, network)
         self._seen(at)
 
     @event("PointsRedeemed")
@@ -527,7 +506,6 @@ class Member(Aggregate):
         at: datetime,
     ) -> None:
         self._take(consumed)
-        self._entry("PointsRedeemed", at, points, balance, event_id, reward)
         self._seen(at)
 
     @event("RedemptionDeclined")
@@ -539,7 +517,6 @@ class Member(Aggregate):
     @event("PointsExpired")
     def _points_expired(self, lot_date: datetime, points: int, balance: int, at: datetime) -> None:
         self._take([[lot_date, -points]])
-        self._entry("PointsExpired", at, points, balance, None, lot_date.isoformat())
 
     @event("TierChanged")
     def _tier_changed(

@@ -20,11 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.ingest.messages import DeadLetter, InputMessage
+from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.ingest.service import IngestService
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
+
+Decoding = tuple[list[Decoded], list[DeadLetter]]
 
 # Failures of the infrastructure, never of a message: retried, not dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (
@@ -113,12 +115,25 @@ class IngestLoop:
         )
         await _start_with_retry(consumer)
         await _start_with_retry(producer)
+        # One batch is committed while the next is fetched and decoded: its decisions
+        # wait for that commit, since they build on what it leaves in the store.
+        in_flight: asyncio.Task[None] | None = None
         try:
             while not stopping.is_set():
                 messages = await self._next_batch(consumer, stopping)
+                decoded = self._service.decode(messages)
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
                 if messages:
-                    await self._process(consumer, producer, messages)
+                    in_flight = asyncio.create_task(
+                        self._process(consumer, producer, messages, decoded)
+                    )
+            if in_flight is not None:
+                await in_flight
         finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
             await consumer.stop()
             await producer.stop()
 
@@ -154,11 +169,15 @@ class IngestLoop:
         return batch
 
     async def _process(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, messages: list[InputMessage]
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        messages: list[InputMessage],
+        decoded: Decoding,
     ) -> None:
         for attempt in itertools.count(1):
             try:
-                await self._take_in(producer, messages)
+                await self._take_in(producer, messages, decoded)
                 break
             except OUTAGES as exc:
                 # Not the messages' fault: the same batch is tried again, forever; the
@@ -175,10 +194,15 @@ class IngestLoop:
         except KafkaError as exc:
             log.warning("Kafka offset commit failed (the store has them): %s", exc)
 
-    async def _take_in(self, producer: AIOKafkaProducer, messages: list[InputMessage]) -> None:
+    async def _take_in(
+        self,
+        producer: AIOKafkaProducer,
+        messages: list[InputMessage],
+        decoding: Decoding | None = None,
+    ) -> None:
         """Commits the messages; a failure not of the store's making is narrowed down by
         halving until the one message that causes it is dead-lettered with the reason."""
-        decoded, dead = self._service.decode(messages)
+        decoded, dead = decoding or self._service.decode(messages)
         # Dead letters are published before the store takes their offsets in: a crash
         # in between redelivers them (at-least-once on the dead-letter topic; readers
         # dedupe on source.topic/partition/offset), but never loses one.

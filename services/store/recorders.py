@@ -15,7 +15,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
-from services.store.checkpoint import Checkpoint, tracking_name
+from services.store.checkpoint import Checkpoint, Receipt, tracking_name
 
 # Stored forever next to the events: change only with a migration.
 CREATE_RECEIPTS = (
@@ -53,17 +53,29 @@ FIRST_ONLY = "AND originator_version = 1 "
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_field(value: object) -> str:
-    if isinstance(value, bytes):
-        return "\\\\x" + value.hex()
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    return str(value)  # int, UUID: nothing to escape
+def _text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
 
 
-def _copy_text(rows: Iterable[Sequence[object]]) -> bytes:
-    """Rows as COPY text, formatted here: psycopg's per-value dumpers cost ~25 us a row."""
-    return "".join("\t".join(map(_copy_field, row)) + "\n" for row in rows).encode()
+# Rows as COPY text, formatted here with one f-string a row: psycopg's per-value
+# dumpers cost ~25 us a row, and this is the ingest path's hottest loop after the domain.
+def _event_lines(stored_events: Iterable[StoredEvent]) -> bytes:
+    return "".join(
+        [
+            f"{e.originator_id}\t{e.originator_version}\t{_text(e.topic)}\t\\\\x{e.state.hex()}\n"
+            for e in stored_events
+        ]
+    ).encode()
+
+
+def _receipt_lines(receipts: Iterable[Receipt]) -> bytes:
+    return "".join(
+        [
+            f"{_text(r.event_id)}\t{_text(r.topic)}\t{r.partition:d}\t{r.offset:d}\t"
+            f"{_text(r.outcome)}\n"
+            for r in receipts
+        ]
+    ).encode()
 
 
 def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
@@ -72,10 +84,6 @@ def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
         Tracking(tracking_name(topic, partition), offset)
         for (topic, partition), offset in sorted(checkpoint.positions.items())
     ]
-
-
-def _receipt_rows(checkpoint: Checkpoint) -> Sequence[Sequence[Any]]:
-    return checkpoint.receipts  # rows as they are: an outcome is a str
 
 
 def _count_rows(checkpoint: Checkpoint) -> list[tuple[Any, ...]]:
@@ -109,18 +117,13 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                     self._insert_tracking(curs, tracking)
                 if checkpoint.receipts:
                     with curs.copy(COPY_RECEIPTS) as copy:
-                        copy.write(_copy_text(_receipt_rows(checkpoint)))
+                        copy.write(_receipt_lines(checkpoint.receipts))
                 counts = _count_rows(checkpoint)
                 if counts:
                     curs.executemany(ADD_COUNT.format(p="%s"), counts)
             if stored_events:
                 with curs.copy(self._copy_events) as copy:
-                    copy.write(
-                        _copy_text(
-                            (e.originator_id, e.originator_version, e.topic, e.state)
-                            for e in stored_events
-                        )
-                    )
+                    copy.write(_event_lines(stored_events))
         return None
 
     @property
@@ -174,9 +177,8 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
         if checkpoint is not None:
             for tracking in _trackings(checkpoint):
                 self._insert_tracking(c, tracking)
-            receipts = _receipt_rows(checkpoint)
-            if receipts:
-                c.executemany(INSERT_RECEIPT.format(p="?"), receipts)
+            if checkpoint.receipts:
+                c.executemany(INSERT_RECEIPT.format(p="?"), checkpoint.receipts)
             counts = _count_rows(checkpoint)
             if counts:
                 c.executemany(ADD_COUNT.format(p="?"), counts)

@@ -48,6 +48,7 @@ PY_SPY = [
     "--rate",
     "200",
     "--nonblocking",
+    "--gil",  # only the thread that holds the GIL: waiting for it is not work
 ]
 
 
@@ -69,6 +70,15 @@ def peak_rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_ingest(
@@ -106,6 +116,7 @@ def measure_ingest(
     )
     first = last = None
     first_done = 0
+    first_cpu = 0.0
     rss = 0.0
     try:
         while True:
@@ -114,10 +125,13 @@ def measure_ingest(
             rss = max(rss, peak_rss_mb(worker.pid))
             if done and first is None:
                 first, first_done = now, done
+                first_cpu = cpu_seconds(worker.pid)
             if first is not None:
                 timeline.append((now - first, done))
             if done >= total:
                 last = now
+                busy = (cpu_seconds(worker.pid) - first_cpu) / max(now - first, 1e-6)
+                log(f"ingest: the worker was on a CPU {busy:.0%} of the time")
                 break
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with {worker.returncode}; see worker.log")

@@ -115,7 +115,7 @@ def test_the_balance_is_the_sum_of_the_ledger_and_of_open_lots_minus_debt(
 ) -> None:
     members, _, _ = replay(history)
     for m in members.values():
-        ledger = m.ledger()
+        ledger = [e for e in m.collect_events() if hasattr(e, "balance") and hasattr(e, "points")]
         assert m.balance == sum(entry.points for entry in ledger)
         assert m.balance == sum(lot.points for lot in m.lots) - m.debt
         assert all(lot.points > 0 for lot in m.lots)
@@ -125,10 +125,6 @@ def test_the_balance_is_the_sum_of_the_ledger_and_of_open_lots_minus_debt(
         for entry in ledger:
             running += entry.points
             assert entry.balance == running
-        moving = [e for e in m.collect_events() if hasattr(e, "balance") and hasattr(e, "points")]
-        assert [(type(e).__name__, e.points, e.balance) for e in moving] == [
-            (entry.kind, entry.points, entry.balance) for entry in ledger
-        ]
 
 
 @settings(max_examples=100, deadline=None)
@@ -149,7 +145,6 @@ def test_an_aggregate_rebuilt_from_its_stored_events_equals_the_live_one(
         assert rebuilt.last_event_at == live.last_event_at
         assert rebuilt.lots == live.lots
         assert rebuilt.debt == live.debt
-        assert rebuilt.ledger() == live.ledger()
         assert rebuilt.orders == live.orders
         assert rebuilt.referral == live.referral
         assert rebuilt.shares_by_day == live.shares_by_day
