@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,19 @@ class Program:
     @property
     def lowest_tier(self) -> str:
         return self.tiers[0].name
+
+    # The rules ask for these on every event: built once.
+    @cached_property
+    def lot_lifetime(self) -> timedelta:
+        return timedelta(days=self.lot_lifetime_days)
+
+    @cached_property
+    def qualifying_window(self) -> timedelta:
+        return timedelta(days=self.qualifying_window_days)
+
+    @cached_property
+    def referral_window(self) -> timedelta:
+        return timedelta(days=self.referral_window_days)
 
 
 def load_program(path: Path | None = None) -> Program:

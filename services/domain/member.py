@@ -142,8 +142,13 @@ class Member(Aggregate):
         return self.tier or program.lowest_tier
 
     def qualifying_points_at(self, program: Program, at: datetime) -> int:
-        since = at - timedelta(days=program.qualifying_window_days)
-        return sum(o.qualifying_points for o in self.orders.values() if since < o.at <= at)
+        since = at - program.qualifying_window
+        total = 0
+        # A plain loop: this runs two or three times per event, over every order.
+        for order in self.orders.values():
+            if since < order.at <= at:
+                total += order.base - order.base_removed
+        return total
 
     # ---- commands ------------------------------------------------------------------
 
@@ -318,7 +323,7 @@ class Member(Aggregate):
 
     def _expire_and_review(self, program: Program, at: datetime) -> None:
         """Steps 1 and 2: expire the lots due at or before `at`, then review the tier."""
-        lifetime = timedelta(days=program.lot_lifetime_days)
+        lifetime = program.lot_lifetime
         while self._lots and self._lots[0].date + lifetime <= at:
             lot = self._lots[0]
             self._points_expired(
@@ -339,13 +344,13 @@ class Member(Aggregate):
 
     @staticmethod
     def _in_qualifying_window(program: Program, occurred: datetime, at: datetime) -> bool:
-        return at - timedelta(days=program.qualifying_window_days) < occurred <= at
+        return at - program.qualifying_window < occurred <= at
 
     def _referral_open(self, program: Program, at: datetime) -> bool:
         if self.referral is None or self.referral.settled:
             return False
         since = at - self.referral.at
-        return timedelta(0) <= since <= timedelta(days=program.referral_window_days)
+        return timedelta(0) <= since <= program.referral_window
 
     def _consume(self, points: int) -> tuple[Consumed, int]:
         """Oldest lots first; returns what was taken from which lot, and the shortfall
