@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
-from uuid import UUID
+from typing import ClassVar
 
-from projections.base import Projection, iso
-from services.store.database import Cursor
+from projections.base import Projection
+from projections.events import Event
+from services.store.database import Cursor, Row
 
-INSERT_PURCHASE = (
-    "INSERT INTO member_purchases (aggregate_id, version, at) VALUES (?, ?, ?) "
-    "ON CONFLICT (aggregate_id, version) DO NOTHING"
-)
-INSERT_TIER_CHANGE = (
-    "INSERT INTO tier_changes (aggregate_id, version, at, month, from_tier, to_tier, direction) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (aggregate_id, version) DO NOTHING"
+PURCHASE_COLUMNS = ("aggregate_id", "version", "at")
+TIER_CHANGE_COLUMNS = (
+    "aggregate_id",
+    "version",
+    "at",
+    "month",
+    "from_tier",
+    "to_tier",
+    "direction",
 )
 
 
@@ -37,21 +39,27 @@ class ActivityProjection(Projection):
     def __init__(self, tier_order: Sequence[str]) -> None:
         self._rank = {name: i for i, name in enumerate(tier_order)}
 
-    def on_PurchaseRecorded(self, cur: Cursor, aggregate_id: UUID, event: Any, _: int) -> None:
-        cur.execute(INSERT_PURCHASE, (str(aggregate_id), event.originator_version, iso(event.at)))
+    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+        purchases: list[Row] = []
+        tier_changes: list[Row] = []
+        for e in events:
+            if e.kind == "PurchaseRecorded":
+                purchases.append((e.aggregate_id, e.version, e.at))
+            elif e.kind == "TierChanged":
+                tier_changes.append(self._tier_change(e))
+        cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
+        cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)
 
-    def on_TierChanged(self, cur: Cursor, aggregate_id: UUID, event: Any, _: int) -> None:
-        up = self._rank.get(event.to_tier, 0) > self._rank.get(event.from_tier, 0)
-        at = iso(event.at)
-        cur.execute(
-            INSERT_TIER_CHANGE,
-            (
-                str(aggregate_id),
-                event.originator_version,
-                at,
-                at[:7],
-                event.from_tier,
-                event.to_tier,
-                "upgrade" if up else "downgrade",
-            ),
+    def _tier_change(self, e: Event) -> Row:
+        from_tier, to_tier = e.data["from_tier"], e.data["to_tier"]
+        up = self._rank.get(to_tier, 0) > self._rank.get(from_tier, 0)
+        at = e.at
+        return (
+            e.aggregate_id,
+            e.version,
+            at,
+            at[:7],
+            from_tier,
+            to_tier,
+            "upgrade" if up else "downgrade",
         )

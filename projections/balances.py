@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
-from uuid import UUID
 
-from projections.base import Projection, iso
+from projections.base import Projection
+from projections.events import Event
 from services.store.database import Cursor
 
-UPSERT_MEMBER = (
-    "INSERT INTO member_balances (aggregate_id, member_id, balance, tier, qualifying_points, "
-    "lifetime_points, last_event_at, position) VALUES (?, ?, 0, ?, 0, 0, NULL, ?) "
-    "ON CONFLICT (aggregate_id) DO NOTHING"
+TABLE = "member_balances"
+KEY = ("aggregate_id",)
+VALUES = (
+    "member_id",
+    "balance",
+    "tier",
+    "qualifying_points",
+    "lifetime_points",
+    "last_event_at",
+    "position",
 )
-SET_BALANCE = (
-    "UPDATE member_balances SET balance = ?, lifetime_points = lifetime_points + ?, position = ? "
-    "WHERE aggregate_id = ?"
-)
-SET_LAST_EVENT_AT = (
-    "UPDATE member_balances SET last_event_at = ? "
-    "WHERE aggregate_id = ? AND (last_event_at IS NULL OR last_event_at < ?)"
-)
-SET_QUALIFYING = "UPDATE member_balances SET qualifying_points = ? WHERE aggregate_id = ?"
-SET_TIER = (
-    "UPDATE member_balances SET tier = ?, qualifying_points = ?, position = ? "
-    "WHERE aggregate_id = ?"
-)
+# Indexes into a row of KEY + VALUES.
+MEMBER_ID, BALANCE, TIER, QUALIFYING, LIFETIME, LAST_EVENT_AT, POSITION = range(1, 8)
 
 # Credits and clawbacks that count toward lifetime points (expiries and redemptions do not).
 LIFETIME_EVENTS = frozenset(
@@ -41,7 +37,7 @@ LIFETIME_EVENTS = frozenset(
 
 class BalancesProjection(Projection):
     name: ClassVar[str] = "balances"
-    tables: ClassVar[tuple[str, ...]] = ("member_balances",)
+    tables: ClassVar[tuple[str, ...]] = (TABLE,)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_balances ("
         "aggregate_id TEXT PRIMARY KEY, member_id TEXT NOT NULL UNIQUE, balance BIGINT NOT NULL, "
@@ -53,23 +49,57 @@ class BalancesProjection(Projection):
     def __init__(self, lowest_tier: str) -> None:
         self._lowest_tier = lowest_tier
 
-    def handle(self, cur: Cursor, aggregate_id: UUID, event: Any, position: int) -> None:
-        kind = type(event).__name__
-        key = str(aggregate_id)
-        if kind == "Registered":
-            cur.execute(UPSERT_MEMBER, (key, event.member_id, self._lowest_tier, position))
+    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+        """Loads the page's members' rows at once, applies the events to them in order,
+        and writes each changed row once."""
+        touched = list({e.aggregate_id: None for e in events})
+        stored = {
+            row[0]: row for row in cur.select(TABLE, (*KEY, *VALUES), KEY, [(k,) for k in touched])
+        }
+        rows: dict[str, list[Any]] = {key: list(row) for key, row in stored.items()}
+        for e in events:
+            self._apply(rows, e)
+        new = [tuple(row) for key, row in rows.items() if key not in stored]
+        changed = [
+            tuple(row) for key, row in rows.items() if key in stored and tuple(row) != stored[key]
+        ]
+        cur.insert(TABLE, (*KEY, *VALUES), new)
+        cur.update(TABLE, KEY, VALUES, changed)
+
+    def _apply(self, rows: dict[str, list[Any]], e: Event) -> None:
+        data = e.data
+        if e.kind == "Registered":
+            if e.aggregate_id not in rows:
+                rows[e.aggregate_id] = [
+                    e.aggregate_id,
+                    data["member_id"],
+                    0,
+                    self._lowest_tier,
+                    0,
+                    0,
+                    None,
+                    e.position,
+                ]
             return
-        if kind == "TierChanged":
-            cur.execute(SET_TIER, (event.to_tier, event.qualifying_points, position, key))
+        row = rows.get(e.aggregate_id)
+        if row is None:
+            return  # not registered: nothing to update
+        if e.kind == "TierChanged":
+            row[TIER] = data["to_tier"]
+            row[QUALIFYING] = data["qualifying_points"]
+            row[POSITION] = e.position
             return
-        balance = getattr(event, "balance", None)
+        balance = data.get("balance")
         if balance is not None:
-            lifetime = int(event.points) if kind in LIFETIME_EVENTS else 0
-            cur.execute(SET_BALANCE, (balance, lifetime, position, key))
+            row[BALANCE] = balance
+            if e.kind in LIFETIME_EVENTS:
+                row[LIFETIME] += int(data["points"])
+            row[POSITION] = e.position
         # Sweeps (expiries, tier reviews) are not the member's own events: no event_id.
-        if getattr(event, "event_id", None) is not None:
-            at = iso(event.at)
-            cur.execute(SET_LAST_EVENT_AT, (at, key, at))
-        qualifying = getattr(event, "qualifying_points", None)
+        if data.get("event_id") is not None and (
+            row[LAST_EVENT_AT] is None or row[LAST_EVENT_AT] < e.at
+        ):
+            row[LAST_EVENT_AT] = e.at
+        qualifying = data.get("qualifying_points")
         if qualifying is not None:
-            cur.execute(SET_QUALIFYING, (qualifying, key))
+            row[QUALIFYING] = qualifying

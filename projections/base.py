@@ -1,4 +1,4 @@
-"""What every projection is: a name, its tables, and a handler per event type.
+"""What every projection is: a name, its tables, and a fold of a page of events.
 
 A projection's rows and its position are written in one transaction, so a projector
 killed at any instant resumes exactly after the last page it committed. Rebuilding is
@@ -7,15 +7,15 @@ killed at any instant resumes exactly after the last page it committed. Rebuildi
 
 from __future__ import annotations
 
-from abc import ABC
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-from uuid import UUID
+from typing import TYPE_CHECKING, ClassVar
 
 from services.store.database import Cursor
 
-Handler = Callable[[Any, Cursor, UUID, Any, int], None]
+if TYPE_CHECKING:
+    from projections.events import Event
 
 
 class Projection(ABC):
@@ -23,10 +23,10 @@ class Projection(ABC):
     tables: ClassVar[Sequence[str]]
     create_statements: ClassVar[Sequence[str]]
 
-    def handle(self, cur: Cursor, aggregate_id: UUID, event: Any, position: int) -> None:
-        handler = getattr(self, f"on_{type(event).__name__}", None)
-        if handler is not None:
-            handler(cur, aggregate_id, event, position)
+    @abstractmethod
+    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+        """Folds a page of events, in order, into the tables: a few bulk statements in the
+        caller's transaction, whatever the page's size."""
 
 
 def iso(value: datetime) -> str:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-from uuid import UUID
+from collections.abc import Sequence
+from typing import ClassVar
 
-from projections.base import Projection, iso
-from services.store.database import Cursor
+from projections.base import Projection
+from projections.events import Event, plain
+from services.store.database import Cursor, Row
 
-INSERT_ENTRY = (
-    "INSERT INTO ledger_entries "
-    "(aggregate_id, version, at, kind, points, balance, event_id, detail) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (aggregate_id, version) DO NOTHING"
-)
+TABLE = "ledger_entries"
+COLUMNS = ("aggregate_id", "version", "at", "kind", "points", "balance", "event_id", "detail")
 DETAIL_FIELDS = ("order_id", "reward", "network", "referrer_id", "referee_id", "lot_date", "reason")
 
 
 class LedgerEntriesProjection(Projection):
     name: ClassVar[str] = "ledger_entries"
-    tables: ClassVar[tuple[str, ...]] = ("ledger_entries",)
+    tables: ClassVar[tuple[str, ...]] = (TABLE,)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS ledger_entries ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
@@ -27,22 +25,25 @@ class LedgerEntriesProjection(Projection):
         "PRIMARY KEY (aggregate_id, version))",
     )
 
-    def handle(self, cur: Cursor, aggregate_id: UUID, event: Any, position: int) -> None:
-        if getattr(event, "balance", None) is None or getattr(event, "points", None) is None:
-            return
-        detail = ", ".join(
-            f"{name}={getattr(event, name)}" for name in DETAIL_FIELDS if getattr(event, name, None)
-        )
-        cur.execute(
-            INSERT_ENTRY,
-            (
-                str(aggregate_id),
-                event.originator_version,
-                iso(event.at),
-                type(event).__name__,
-                int(event.points),
-                int(event.balance),
-                getattr(event, "event_id", None),
-                detail or None,
-            ),
-        )
+    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+        # A movement is an event that carries both the points moved and the balance after.
+        cur.insert(TABLE, COLUMNS, [entry(e) for e in events if _moves_points(e)])
+
+
+def _moves_points(e: Event) -> bool:
+    return e.data.get("balance") is not None and e.data.get("points") is not None
+
+
+def entry(e: Event) -> Row:
+    data = e.data
+    detail = ", ".join(f"{name}={plain(data[name])}" for name in DETAIL_FIELDS if data.get(name))
+    return (
+        e.aggregate_id,
+        e.version,
+        e.at,
+        e.kind,
+        int(data["points"]),
+        int(data["balance"]),
+        data.get("event_id"),
+        detail or None,
+    )

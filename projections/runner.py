@@ -1,19 +1,22 @@
 """Follows the event store's notification log and feeds every projection, page by page.
 
-SQLite's recorder cannot subscribe (FACTS.md), so the runner polls
-`select_notifications` for both backends: one code path, and idle polls are cheap.
+SQLite's recorder cannot subscribe (FACTS.md), so the runner polls the store for both
+backends: one code path, and idle polls are cheap. Each page is read and decoded once and
+handed to every projection whose position is behind its end, in one transaction that also
+saves those projections' positions.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from uuid import UUID
 
 from projections.base import Projection, iso
-from services.store.database import Database
+from projections.events import decode
+from services.store.database import Cursor, Database
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,7 @@ CREATE_POSITIONS = (
     "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
 CREATE_REBUILDS = "CREATE TABLE IF NOT EXISTS projection_rebuilds (started_at TEXT NOT NULL)"
-SELECT_POSITION = "SELECT position FROM projection_positions WHERE name = ?"
+SELECT_POSITIONS = "SELECT name, position FROM projection_positions"
 SAVE_POSITION = (
     "INSERT INTO projection_positions (name, position) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
@@ -44,6 +47,11 @@ class ProjectionRunner:
         projections: Sequence[Projection],
         page: int = 5000,
     ) -> None:
+        mapper = ledger.mapper
+        if mapper.cipher is not None or mapper.compressor is not None:
+            raise ValueError(
+                "projections decode stored states as plain JSON: no cipher, no compressor"
+            )
         self._ledger = ledger
         self._db = database
         self.projections = list(projections)
@@ -58,10 +66,8 @@ class ProjectionRunner:
                     cur.execute(statement)
 
     def positions(self) -> dict[str, int]:
-        rows: dict[str, int] = dict(
-            self._db.query("SELECT name, position FROM projection_positions")
-        )
-        return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
+        with self._db.transaction() as cur:
+            return self._positions(cur)
 
     def rebuilding(self) -> bool:
         """True from the start of a rebuild until one completes (an interrupted one too)."""
@@ -88,19 +94,19 @@ class ProjectionRunner:
         self.setup()
 
     def run_once(self) -> int:
-        """Processes at most one page per projection; returns notifications processed."""
-        done = 0
-        for projection in self.projections:
-            done += self._advance(projection)
-        return done
+        """Applies one page of the log to the projections behind its end; returns the
+        number of notifications in the page."""
+        return self._advance()[0]
 
     def catch_up(self, progress: Progress | None = None) -> int:
         total = 0
-        while (n := self.run_once()) > 0:
-            total += n
+        while True:
+            done, reached = self._advance()
+            if done == 0:
+                return total
+            total += done
             if progress is not None:
-                progress(min(self.positions().values()), self._ledger.last_position())
-        return total
+                progress(reached, self._ledger.last_position())
 
     def run_forever(self, should_stop: Callable[[], bool], idle_seconds: float = 0.2) -> None:
         self.setup()
@@ -108,26 +114,37 @@ class ProjectionRunner:
             if self.run_once() == 0:
                 time.sleep(idle_seconds)
 
-    def _advance(self, projection: Projection) -> int:
-        to_event = self._ledger.mapper.to_domain_event
+    def _advance(self) -> tuple[int, int]:
+        """(notifications read, the position every projection has reached)."""
         with self._db.transaction() as cur:
-            # A projector and a replay may follow the same store: the lock and the
-            # position read inside it let exactly one of them apply each page.
-            self._db.lock(cur, f"projection:{projection.name}")
-            cur.execute(SELECT_POSITION, (projection.name,))
-            row = cur.fetchone()
-            position = int(row[0]) if row else 0
-            notifications = self._ledger.store.select_notifications(
-                start=position, limit=self.page, inclusive_of_start=False
-            )
-            for notification in notifications:
-                event = to_event(notification)
-                projection.handle(
-                    cur, UUID(str(notification.originator_id)), event, notification.id
-                )
-            if notifications:
-                cur.execute(SAVE_POSITION, (projection.name, notifications[-1].id))
-        return len(notifications)
+            # A projector and a replay may follow the same store: the locks (in one order,
+            # so two runners cannot deadlock) and the positions read inside them let
+            # exactly one of them apply each page.
+            for name in sorted(p.name for p in self.projections):
+                self._db.lock(cur, f"projection:{name}")
+            positions = self._positions(cur)
+            start = min(positions.values())
+            events = decode(cur.notifications(self._events_table(), start, self.page))
+            if not events:
+                return 0, start
+            ends = [e.position for e in events]
+            for projection in self.projections:
+                # Each projection takes only what follows its own position.
+                behind = events[bisect.bisect_right(ends, positions[projection.name]) :]
+                if behind:
+                    projection.apply(cur, behind)
+                    cur.execute(SAVE_POSITION, (projection.name, ends[-1]))
+        return len(events), ends[-1]
+
+    def _positions(self, cur: Cursor) -> dict[str, int]:
+        cur.execute(SELECT_POSITIONS)
+        rows = {name: int(position) for name, position in cur.fetchall()}
+        return {p.name: rows.get(p.name, 0) for p in self.projections}
+
+    def _events_table(self) -> str:
+        store = self._ledger.store
+        schema: str = getattr(store.datastore, "schema", "")  # PostgreSQL's store only
+        return f"{schema}.{store.events_table_name}" if schema else store.events_table_name
 
 
 def default_projections(tier_order: Sequence[str]) -> list[Projection]:

@@ -2,22 +2,38 @@
 
 Statements are written once with `?` placeholders in the SQL both PostgreSQL and
 SQLite accept; the PostgreSQL adapter rewrites the placeholders to psycopg's `%s`.
+The bulk primitives (`insert`, `update`, `delete`, `select`) take a page's rows at once:
+PostgreSQL moves them with COPY, a row costing a few microseconds instead of the tens
+that a statement per row costs; SQLite runs in-process and takes `executemany`.
+Table and column names come from the projections' own constants, never from input.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
 import psycopg
 
 from services.store.urls import DatabaseUrl
 
 Row = tuple[Any, ...]
+
+
+class Notification(NamedTuple):
+    """One stored event as the notification log holds it."""
+
+    position: int  # notification id
+    aggregate_id: str  # the originator id as text, "xxxxxxxx-xxxx-..."
+    version: int
+    topic: str
+    state: bytes
 
 
 class Cursor(ABC):
@@ -33,6 +49,32 @@ class Cursor(ABC):
     def fetchone(self) -> Row | None:
         rows = self.fetchall()
         return rows[0] if rows else None
+
+    @abstractmethod
+    def notifications(self, table: str, after: int, limit: int) -> list[Notification]:
+        """Up to `limit` stored events of the event store's `table` after position `after`,
+        in order."""
+
+    @abstractmethod
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Adds rows whose keys the table does not hold yet (a duplicate key is an error)."""
+
+    @abstractmethod
+    def update(
+        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        """Sets `columns` of existing rows; each row holds its key's values, then the
+        columns' values."""
+
+    @abstractmethod
+    def delete(self, table: str, key: Sequence[str], keys: Sequence[Row]) -> None:
+        """Removes the rows with these keys."""
+
+    @abstractmethod
+    def select(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Row]
+    ) -> list[Row]:
+        """The rows whose key is among `keys`, in no particular order."""
 
 
 class Database(ABC):
@@ -55,9 +97,35 @@ class Database(ABC):
     def close(self) -> None: ...
 
 
+def _match(key: Sequence[str]) -> str:
+    return " AND ".join(f"t.{column} = s.{column}" for column in key)
+
+
+SELECT_NOTIFICATIONS_PG = (
+    "SELECT notification_id, originator_id::text, originator_version, topic, state "
+    "FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+COPY_ROWS = "COPY {table} ({columns}) FROM STDIN"
+# A session's staging tables, per target, column list and use in a transaction: created
+# once, emptied at each commit, so a page costs no catalog writes. Taken from the
+# target, they have its column types.
+CREATE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+    "SELECT {columns} FROM {table} WITH NO DATA"
+)
+# Staged keys are a page's worth, few next to the table's rows: probing the table's
+# index for each one is the plan, but a stage has no statistics, and the planner, taking
+# it for larger, hashes the whole table instead (60 ms against 5 ms for 3,000 lots).
+PROBE_BY_INDEX = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+UPDATE_FROM_STAGE = "UPDATE {table} AS t SET {assignments} FROM {stage} AS s WHERE {match}"
+DELETE_USING_STAGE = "DELETE FROM {table} AS t USING {stage} AS s WHERE {match}"
+SELECT_JOIN_STAGE = "SELECT {columns} FROM {table} AS t JOIN {stage} AS s ON {match}"
+
+
 class _PgCursor(Cursor):
     def __init__(self, cur: psycopg.Cursor[Row]) -> None:
         self._cur = cur
+        self._stages: dict[str, int] = {}  # stage shape -> uses in this transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cur.execute(sql.replace("?", "%s"), params)
@@ -67,6 +135,65 @@ class _PgCursor(Cursor):
 
     def fetchall(self) -> list[Row]:
         return self._cur.fetchall()
+
+    def notifications(self, table: str, after: int, limit: int) -> list[Notification]:
+        # Binary results: the states arrive as bytes without hex-decoding them.
+        self._cur.execute(SELECT_NOTIFICATIONS_PG.format(table=table), (after, limit), binary=True)
+        return [Notification._make(row) for row in self._cur.fetchall()]
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        if rows:
+            self._copy(table, columns, rows)
+
+    def update(
+        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        if not rows:
+            return
+        stage = self._stage(table, [*key, *columns], rows)
+        assignments = ", ".join(f"{column} = s.{column}" for column in columns)
+        self._cur.execute(
+            UPDATE_FROM_STAGE.format(
+                table=table, assignments=assignments, stage=stage, match=_match(key)
+            )
+        )
+
+    def delete(self, table: str, key: Sequence[str], keys: Sequence[Row]) -> None:
+        if keys:
+            stage = self._stage(table, key, keys)
+            self._cur.execute(
+                DELETE_USING_STAGE.format(table=table, stage=stage, match=_match(key))
+            )
+
+    def select(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Row]
+    ) -> list[Row]:
+        if not keys:
+            return []
+        stage = self._stage(table, key, keys)
+        selected = ", ".join(f"t.{column}" for column in columns)
+        self._cur.execute(
+            SELECT_JOIN_STAGE.format(columns=selected, table=table, stage=stage, match=_match(key))
+        )
+        return self._cur.fetchall()
+
+    def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> str:
+        listed = ", ".join(columns)
+        shape = f"stage_{table}_{zlib.crc32(listed.encode()):08x}"
+        # A stage keeps its rows until the commit: a second use in the transaction
+        # takes a second stage.
+        if not self._stages:
+            self._cur.execute(PROBE_BY_INDEX)
+        uses = self._stages[shape] = self._stages.get(shape, -1) + 1
+        stage = f"{shape}_{uses}"
+        self._cur.execute(CREATE_STAGE.format(stage=stage, columns=listed, table=table))
+        self._copy(stage, columns, rows)
+        return stage
+
+    def _copy(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        with self._cur.copy(COPY_ROWS.format(table=table, columns=", ".join(columns))) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class PostgresDatabase(Database):
@@ -99,6 +226,17 @@ class PostgresDatabase(Database):
             self._conn.close()
 
 
+SELECT_NOTIFICATIONS_SQLITE = (
+    "SELECT rowid, originator_id, originator_version, topic, state "
+    "FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+)
+INSERT_ROWS = "INSERT INTO {table} ({columns}) VALUES ({marks})"
+UPDATE_ROWS = "UPDATE {table} SET {assignments} WHERE {match}"
+DELETE_ROWS = "DELETE FROM {table} WHERE {match}"
+SELECT_ROWS = "SELECT {columns} FROM {table} WHERE ({key}) IN (VALUES {values})"
+SQLITE_MAX_PARAMS = 500
+
+
 class _SQLiteCursor(Cursor):
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self._cur = cur
@@ -111,6 +249,53 @@ class _SQLiteCursor(Cursor):
 
     def fetchall(self) -> list[Row]:
         return self._cur.fetchall()
+
+    def notifications(self, table: str, after: int, limit: int) -> list[Notification]:
+        self._cur.execute(SELECT_NOTIFICATIONS_SQLITE.format(table=table), (after, limit))
+        # The SQLite store keeps originator ids as hex without dashes.
+        return [
+            Notification(position, str(UUID(hex=originator)), version, topic, state)
+            for position, originator, version, topic, state in self._cur.fetchall()
+        ]
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self._cur.executemany(
+            INSERT_ROWS.format(table=table, columns=", ".join(columns), marks=marks), rows
+        )
+
+    def update(
+        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        match = " AND ".join(f"{column} = ?" for column in key)
+        width = len(key)
+        self._cur.executemany(
+            UPDATE_ROWS.format(table=table, assignments=assignments, match=match),
+            [(*row[width:], *row[:width]) for row in rows],
+        )
+
+    def delete(self, table: str, key: Sequence[str], keys: Sequence[Row]) -> None:
+        match = " AND ".join(f"{column} = ?" for column in key)
+        self._cur.executemany(DELETE_ROWS.format(table=table, match=match), keys)
+
+    def select(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Row]
+    ) -> list[Row]:
+        found: list[Row] = []
+        chunk = SQLITE_MAX_PARAMS // len(key)
+        value = "(" + ", ".join("?" * len(key)) + ")"
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            statement = SELECT_ROWS.format(
+                columns=", ".join(columns),
+                table=table,
+                key=", ".join(key),
+                values=", ".join([value] * len(part)),
+            )
+            self._cur.execute(statement, [v for k in part for v in k])
+            found.extend(self._cur.fetchall())
+        return found
 
 
 class SQLiteDatabase(Database):
