@@ -25,7 +25,14 @@ SCHEMAS_DIR = Path(
 )
 EVENT_TYPES = ("purchase", "refund", "referral", "social_share", "redemption")
 MAX_PURCHASE_AMOUNT = Decimal("1000000")
+# The schema's decimal strings have at most 16 integer digits; a JSON number beyond
+# them cannot be an amount either (and exact cents need the precision).
+MAX_AMOUNT = Decimal("1e16")
 CENT = Decimal("0.01")
+# Instants the ledger can compute with: a lot's expiry, a tier window or a churn window
+# around an event must stay representable. Anything outside is "out of range".
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class InvalidEvent(ValueError):
@@ -121,7 +128,16 @@ def _timestamp(text: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise InvalidEvent(f"field 'occurred_at' has no UTC offset: {text!r}")
-    return parsed.astimezone(UTC)
+    try:
+        at = parsed.astimezone(UTC)
+    except OverflowError:  # an offset that moves the instant past year 1 or 9999
+        at = None
+    if at is None or not EARLIEST <= at < LATEST:
+        raise InvalidEvent(
+            f"field 'occurred_at' is out of range: {text!r} (from {EARLIEST:%Y-%m-%d} "
+            f"up to, not including, {LATEST:%Y-%m-%d})"
+        )
+    return at
 
 
 def _amount(raw: object, *, upper: Decimal | None = None) -> Decimal:
@@ -133,6 +149,8 @@ def _amount(raw: object, *, upper: Decimal | None = None) -> Decimal:
         raise InvalidEvent(f"field 'amount' is not a decimal number: {raw!r}") from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidEvent(f"field 'amount' must be > 0, got {raw!r}")
+    if amount >= MAX_AMOUNT:
+        raise InvalidEvent(f"field 'amount' is out of range: {raw!r}")
     if amount != amount.quantize(CENT):
         raise InvalidEvent(f"field 'amount' has more than 2 decimals: {raw!r}")
     if upper is not None and amount > upper:

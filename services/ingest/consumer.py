@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import eventsourcing.persistence
 import psycopg
@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
-from services.ingest.service import IngestService
+from services.ingest.service import IngestService, StoreContention
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ Decoding = tuple[list[Decoded], list[DeadLetter]]
 
 # Failures of the infrastructure, never of a message: retried, not dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (
+    StoreContention,
     KafkaError,
     OSError,
     psycopg.OperationalError,
@@ -94,7 +95,9 @@ class IngestLoop:
 
     def assignment_changed(self) -> None:
         self._assignment += 1
-        self._service.members.clear()
+        # Another worker may write members of our old partitions next; the cache is
+        # dropped by the commit thread itself, before its next batch.
+        self._service.members.invalidate()
 
     async def run(self, stopping: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -173,18 +176,13 @@ class IngestLoop:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         messages: list[InputMessage],
-        decoded: Decoding,
+        decoding: Decoding,
     ) -> None:
-        for attempt in itertools.count(1):
-            try:
-                await self._take_in(producer, messages, decoded)
-                break
-            except OUTAGES as exc:
-                # Not the messages' fault: the same batch is tried again, forever; the
-                # store's positions make a half-done earlier attempt harmless.
-                delay = min(30.0, 0.5 * 2**attempt)
-                log.error("store or broker unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        # Dead letters are published before the store takes their offsets in: a crash
+        # in between redelivers them (at-least-once on the dead-letter topic; readers
+        # dedupe on source.topic/partition/offset), but never loses one.
+        await _retrying(lambda: self._publish_dead_letters(producer, decoding[1]))
+        await _retrying(lambda: self._take_in(producer, messages, decoding))
         # For lag tools only: the store's positions are what a restart resumes from.
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for m in messages:
@@ -195,32 +193,25 @@ class IngestLoop:
             log.warning("Kafka offset commit failed (the store has them): %s", exc)
 
     async def _take_in(
-        self,
-        producer: AIOKafkaProducer,
-        messages: list[InputMessage],
-        decoding: Decoding | None = None,
+        self, producer: AIOKafkaProducer, messages: list[InputMessage], decoding: Decoding
     ) -> None:
         """Commits the messages; a failure not of the store's making is narrowed down by
         halving until the one message that causes it is dead-lettered with the reason."""
-        decoded, dead = decoding or self._service.decode(messages)
-        # Dead letters are published before the store takes their offsets in: a crash
-        # in between redelivers them (at-least-once on the dead-letter topic; readers
-        # dedupe on source.topic/partition/offset), but never loses one.
-        await self._publish_dead_letters(producer, dead)
+        decoded, dead = decoding
         try:
             report = await asyncio.to_thread(self._service.commit, decoded, dead)
         except OUTAGES:
             raise
         except Exception as exc:
             if len(messages) == 1:
-                log.exception("message %s failed; dead-lettering it", messages[0])
+                log.exception("message %s failed; dead-lettering it", messages[0][:3])
                 letter = DeadLetter(messages[0], f"processing failed: {type(exc).__name__}: {exc}")
                 await self._publish_dead_letters(producer, [letter])
                 report = await asyncio.to_thread(self._service.commit, [], [letter])
             else:
                 middle = len(messages) // 2
-                await self._take_in(producer, messages[:middle])
-                await self._take_in(producer, messages[middle:])
+                for half in (messages[:middle], messages[middle:]):
+                    await self._take_in(producer, half, _within(decoding, half))
                 return
         for outcome, n in report.outcomes.items():
             self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
@@ -240,6 +231,29 @@ class IngestLoop:
             for letter in dead
         ]
         await asyncio.gather(*futures)
+
+
+def _within(decoding: Decoding, messages: list[InputMessage]) -> Decoding:
+    """The part of a batch's decoding that concerns these of its messages."""
+    keys = {(m.topic, m.partition, m.offset) for m in messages}
+    decoded, dead = decoding
+    return (
+        [d for d in decoded if d.message[:3] in keys],
+        [d for d in dead if d.message[:3] in keys],
+    )
+
+
+async def _retrying(step: Callable[[], Awaitable[None]]) -> None:
+    for attempt in itertools.count(1):
+        try:
+            await step()
+            return
+        except OUTAGES as exc:
+            # Not the messages' fault: the same step is tried again, forever; the store's
+            # positions make a half-done earlier attempt harmless.
+            delay = min(30.0, 0.5 * 2**attempt)
+            log.error("store or broker unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
 
 
 async def _start_with_retry(

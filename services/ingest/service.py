@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 
 
+class StoreContention(Exception):
+    """Other writers kept winning the same members: the store's doing, not a message's."""
+
+
 @dataclass
 class BatchReport:
     outcomes: dict[MessageOutcome, int] = field(default_factory=dict)
@@ -59,6 +63,7 @@ class MemberCache:
         self._ledger = ledger
         self._maxsize = maxsize
         self._members: OrderedDict[str, Member] = OrderedDict()
+        self._invalid = False
 
     def get(self, member_id: str) -> Member:
         member = self._members.get(member_id)
@@ -82,12 +87,18 @@ class MemberCache:
         while len(self._members) > self._maxsize:
             self._members.popitem(last=False)
 
+    def invalidate(self) -> None:
+        """Drops every member at the next `drop_if_invalid`: safe from another thread."""
+        self._invalid = True
+
+    def drop_if_invalid(self) -> None:
+        if self._invalid:
+            self._invalid = False
+            self._members.clear()
+
     def evict(self, member_ids: Iterable[str]) -> None:
         for member_id in member_ids:
             self._members.pop(member_id, None)
-
-    def clear(self) -> None:
-        self._members.clear()
 
 
 class IngestService:
@@ -105,10 +116,14 @@ class IngestService:
                 decoded.append(Decoded(message, self._decoder.decode(message.topic, message.value)))
             except InvalidEvent as exc:
                 dead.append(DeadLetter(message, str(exc)))
+            except Exception as exc:  # a decoder bug must not stop the worker: say what broke
+                log.exception("decoding %s failed", message[:3])
+                dead.append(DeadLetter(message, f"not understood: {type(exc).__name__}: {exc}"))
         return decoded, dead
 
     def commit(self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]) -> BatchReport:
         """Decides and commits; call only once the dead letters are safely published."""
+        self.members.drop_if_invalid()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
             touched: dict[str, Member] = {}
@@ -128,7 +143,7 @@ class IngestService:
                 key = MessageOutcome(outcome)
                 report.outcomes[key] = report.outcomes.get(key, 0) + n
             return report
-        raise RuntimeError(f"batch still conflicts after {MAX_ATTEMPTS} attempts")
+        raise StoreContention(f"batch still conflicts after {MAX_ATTEMPTS} attempts")
 
     def _not_yet_stored(
         self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]
@@ -248,5 +263,5 @@ class IngestService:
                 written += pending
                 break
             else:
-                raise RuntimeError("sweep still conflicts")
+                raise StoreContention(f"sweep still conflicts after {MAX_ATTEMPTS} attempts")
         return written

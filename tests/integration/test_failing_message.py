@@ -13,7 +13,7 @@ from services.domain.member import Member, Outcome
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
 from services.validation import Decoder
-from tests.integration.harness import context_for, event, read_all, send, wait_until
+from tests.integration.harness import context_for, event, read_to_end, send, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +44,9 @@ async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
         )
         for eid in ("a", "b", "boom", "c", "d")
     ]
+    # Undecodable neighbours: the halving that isolates "boom" must not publish them again.
+    records.insert(1, (topics.purchases, b"ann", b"not json"))
+    records.append((topics.purchases, b"ann", b"[]"))
     await send(kafka_bootstrap, records)
     loop = IngestLoop(
         bootstrap=kafka_bootstrap,
@@ -60,16 +63,19 @@ async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
     stopping = asyncio.Event()
     task = asyncio.create_task(loop.run(stopping))
     counts = await wait_until(
-        lambda: (c := context.ledger.message_counts()) and sum(c.values()) == 5 and c,
+        lambda: (c := context.ledger.message_counts()) and sum(c.values()) == 7 and c,
         60,
-        "all five",
+        "all seven",
     )
     stopping.set()
     await task
 
-    assert counts == {(topics.purchases, "applied"): 4, (topics.purchases, "dead_lettered"): 1}
+    assert counts == {(topics.purchases, "applied"): 4, (topics.purchases, "dead_lettered"): 3}
     member = context.ledger.member("ann")
     assert member is not None and member.balance == 40
-    [letter] = await read_all(kafka_bootstrap, topics.dead_letters, 1)
-    assert letter.value == records[2][2]
-    assert dict(letter.headers)["error"] == b"processing failed: ZeroDivisionError: a bug in a rule"
+    letters = await read_to_end(kafka_bootstrap, topics.dead_letters)
+    assert sorted(letter.value for letter in letters) == sorted(
+        [b"not json", records[3][2], b"[]"]
+    )  # each once, though the batch was committed in halves
+    [boom] = [letter for letter in letters if letter.value == records[3][2]]
+    assert dict(boom.headers)["error"] == b"processing failed: ZeroDivisionError: a bug in a rule"

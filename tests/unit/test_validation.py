@@ -145,3 +145,30 @@ def test_unknown_network_and_fractional_points_are_dead_lettered() -> None:
 def test_an_empty_message_is_dead_lettered() -> None:
     with pytest.raises(InvalidEvent, match="empty message"):
         DECODER.decode(TOPICS.purchases, None)
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "why"),
+    [
+        ("9999-12-31T23:30:00-01:00", "out of range"),  # past year 9999 in UTC
+        ("0001-01-01T00:30:00+01:00", "out of range"),  # before year 1 in UTC
+        ("9999-12-31T00:00:00Z", "out of range"),  # a lot dated here could never expire
+        ("1969-12-31T23:59:59Z", "out of range"),
+    ],
+)
+def test_instants_the_ledger_cannot_compute_with_are_out_of_range(
+    occurred_at: str, why: str
+) -> None:
+    assert why in reason(purchase(occurred_at=occurred_at))
+
+
+def test_the_range_of_instants_is_open_at_its_ends_as_documented() -> None:
+    assert decode(purchase(occurred_at="1970-01-01T00:00:00Z"))
+    assert decode(purchase(occurred_at="8999-12-31T23:59:59Z"))
+    assert "out of range" in reason(purchase(occurred_at="9000-01-01T00:00:00Z"))
+
+
+@pytest.mark.parametrize("amount", [1e30, 1e16, "1e30"])
+def test_amounts_beyond_any_order_are_out_of_range_not_a_crash(amount: Any) -> None:
+    for event in (purchase(amount=amount), purchase(type="refund", currency=None, amount=amount)):
+        assert "amount" in reason(event)
