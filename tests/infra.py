@@ -71,6 +71,40 @@ def _stop(script: str, env: dict[str, str]) -> None:
     _script(script, "stop", env=env)
 
 
+KAFKA_IMAGE = "apache/kafka:4.1.1"  # the same Apache Kafka as deploy/kafka/pom.xml
+
+
+def _kafka_container(services: Services) -> str:
+    """The official Apache Kafka image, one KRaft node. testcontainers' KafkaContainer
+    drives Confluent's images only, so this configures the Apache one as its docs show.
+    The client port is bound to the same port on the host: the broker must advertise
+    the address clients reach it at, and that is only known before it starts this way."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = _free_port()
+    container = DockerContainer(KAFKA_IMAGE).with_bind_ports(port, port)
+    host = container.get_container_host_ip()
+    for key, value in {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }.items():
+        container.with_env(key, value)
+    container.start()
+    services.stops.append(container.stop)
+    wait_for_logs(container, "Kafka Server started", timeout=120)
+    return f"{host}:{port}"
+
+
 def start_services() -> Services:
     kafka = os.environ.get("LOYALTY_KAFKA_BOOTSTRAP")
     database = os.environ.get("LOYALTY_DATABASE_URL", "")
@@ -79,12 +113,7 @@ def start_services() -> Services:
     docker = (kafka is None or postgres is None) and _docker_available()
     if kafka is None:
         if docker:
-            from testcontainers.kafka import KafkaContainer
-
-            container = KafkaContainer("apache/kafka:4.1.1").with_kraft()
-            container.start()
-            services.kafka_bootstrap = container.get_bootstrap_server()
-            services.stops.append(container.stop)
+            services.kafka_bootstrap = _kafka_container(services)
         else:
             port = int(os.environ.get("LOYALTY_TEST_KAFKA_PORT", _free_port()))
             env = {"KAFKA_PORT": str(port), "KAFKA_HOME": _session_home("kafka", services)}

@@ -37,7 +37,24 @@ STAMP=$JARS/.pom.sha256
 say() { echo "kafka.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-need_java() { command -v java >/dev/null || die "java not found (Kafka 4.1 needs Java 17+)"; }
+# A fresh Debian machine may lack Java or Maven: install Debian's, as pg.sh does PostgreSQL.
+apt_install() {
+  local sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || return 1
+    sudo=(sudo)
+  fi
+  command -v apt-get >/dev/null || return 1
+  say "installing $* from the Debian packages..."
+  "${sudo[@]}" apt-get update -qq >&2 &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends "$@" >&2
+}
+
+need_java() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless ||
+    die "java not found (Kafka 4.1 needs Java 17+)"
+}
 
 # Runs a Kafka tool class from the jars; its warnings go to .local/logs/kafka-tools.log.
 kafka_tool() {
@@ -53,7 +70,8 @@ cmd_fetch() {
     return 0
   fi
   need_java
-  command -v mvn >/dev/null || die "mvn not found: install Maven 3 (apt-get install -y maven)"
+  command -v mvn >/dev/null || apt_install maven ||
+    die "mvn not found: install Maven 3 (apt-get install -y maven)"
   say "fetching Kafka jars with Maven (first run: about a minute)..."
   local tmp=$LOCAL/kafka/jars.tmp
   rm -rf "$tmp" && mkdir -p "$tmp"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import faust
 
@@ -27,6 +29,9 @@ def create_app(context: Context) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=1,
         producer_acks=-1,
+        # faust keeps table state in a data directory (we keep none): not the working
+        # directory, which may be a read-only image or a repository checkout.
+        datadir=str(_state_root() / "{conf.name}"),
     )
     stopping = asyncio.Event()
     loop = context.ingest_loop()
@@ -52,6 +57,12 @@ def create_app(context: Context) -> faust.App:
             log.info("daily sweep as of %s: %d events", at.isoformat(), written)
 
     return app
+
+
+def _state_root() -> Path:
+    root = Path(tempfile.gettempdir()) / "loyalty-faust"
+    root.mkdir(exist_ok=True)  # faust creates only the last level
+    return root
 
 
 def run_worker(context: Context) -> None:

@@ -28,3 +28,11 @@ def test_compose_runs_the_whole_system_with_the_contract_environment() -> None:
         )
     assert "8080" in " ".join(str(p) for p in services["api"]["ports"])
     assert (ROOT / services["worker"]["build"]["dockerfile"]).exists()
+
+
+def test_the_image_copies_only_what_exists() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+    sources = [line.split()[1] for line in dockerfile if line.startswith("COPY ")]
+    assert sources, "the image copies the package"
+    for source in sources:
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
