@@ -165,19 +165,24 @@ def _projector(context: Context) -> int:
 
 
 async def _follow_the_store(context: Context) -> None:
-    """The store's followers: every projection, and the member-events relay."""
+    """The store's followers: every projection, and the member-events relay. Should
+    either fail (outages they wait out), the other is stopped and the process exits
+    with the error, for its supervisor to restart it."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     runner = context.projection_runner()
-    relay = asyncio.create_task(context.relay().run(stopping))
+    followers = [
+        asyncio.create_task(context.relay().run(stopping)),
+        asyncio.create_task(asyncio.to_thread(runner.run_forever, stopping.is_set)),
+    ]
     logging.getLogger("loyalty.projector").info("projector following the event store")
     try:
-        await asyncio.to_thread(runner.run_forever, stopping.is_set)
+        await asyncio.wait(followers, return_when=asyncio.FIRST_EXCEPTION)
     finally:
         stopping.set()
-        await relay
+        await asyncio.gather(*followers)
 
 
 def _api(context: Context) -> int:

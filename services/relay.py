@@ -22,12 +22,14 @@ from eventsourcing.utils import get_topic
 
 from services import member_events
 from services.domain.member import Member
+from services.errors import OUTAGES
 from services.store.leadership import AlwaysLeader, Leadership
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 RELAY_TRACKING_NAME = "relay:member-events"
+
 REGISTERED_TOPIC = get_topic(Member.Registered)
 
 
@@ -91,10 +93,22 @@ class MemberEventRelay:
 
     async def run(self, stopping: asyncio.Event, idle_seconds: float = 0.2) -> None:
         await self.start()
+        failures = 0
         try:
             while not stopping.is_set():
-                leading = await asyncio.to_thread(self._leadership.held)
-                if not leading or await self.pump() == 0:
+                try:
+                    leading = await asyncio.to_thread(self._leadership.held)
+                    published = await self.pump() if leading else 0
+                    failures = 0
+                except OUTAGES as exc:
+                    # The broker or the store is away: publish again from the stored
+                    # position once it is back; consumers dedupe what is repeated.
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2**failures)
+                    log.error("relay paused (%s); retrying in %.1fs", exc, delay)
+                    await _sleep_unless(stopping, delay)
+                    continue
+                if not published:
                     await _sleep_unless(stopping, idle_seconds if leading else 5.0)
         finally:
             await asyncio.to_thread(self._leadership.release)

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from services.relay import RELAY_TRACKING_NAME
 from services.store.ledger import Ledger
 
 
@@ -62,12 +63,14 @@ async def gather_status(
             "dead_lettered": counts.get((topic, "dead_lettered"), 0),
             "consumer_lag": lag if partitions else None,
         }
+    relayed = await asyncio.to_thread(ledger.store.max_tracking_id, RELAY_TRACKING_NAME) or 0
     status: dict[str, Any] = {
         "store_position": store_position,
         "projections": {
             name: {"position": pos, "behind": max(store_position - pos, 0)}
             for name, pos in projection_positions.items()
         },
+        "member_events": {"position": relayed, "behind": max(store_position - relayed, 0)},
         "inputs": inputs,
     }
     if kafka_error:

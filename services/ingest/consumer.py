@@ -14,12 +14,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import eventsourcing.persistence
-import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from services.errors import OUTAGES as INFRASTRUCTURE
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.ingest.service import IngestService, StoreContention
 from services.store.ledger import Ledger
@@ -28,15 +27,8 @@ log = logging.getLogger(__name__)
 
 Decoding = tuple[list[Decoded], list[DeadLetter]]
 
-# Failures of the infrastructure, never of a message: retried, not dead-lettered.
-OUTAGES: tuple[type[BaseException], ...] = (
-    StoreContention,
-    KafkaError,
-    OSError,
-    psycopg.OperationalError,
-    eventsourcing.persistence.OperationalError,
-    eventsourcing.persistence.InterfaceError,
-)
+# Failures that are never a message's: retried, not dead-lettered.
+OUTAGES: tuple[type[BaseException], ...] = (StoreContention, *INFRASTRUCTURE)
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -65,3 +65,10 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
             "Registered",
             "PurchaseRecorded",
         ]
+
+        def relayed() -> dict[str, Any] | None:
+            status, body = get_json(f"http://127.0.0.1:{port}/status")
+            return body if status == 200 and body["member_events"]["behind"] == 0 else None
+
+        body = wait_for(relayed, timeout=30, what="the relay's position in /status", procs=procs)
+        assert body["member_events"]["position"] == body["store_position"] == 2
