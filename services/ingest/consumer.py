@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 Decoding = tuple[list[Decoded], list[DeadLetter]]
 
+# A worker that dies (SIGKILL, a lost host) keeps its partitions until its session times
+# out: 6 s is the broker's smallest allowed, so a restarted or surviving worker takes
+# over within seconds. Heartbeats are sent from the event loop, which commits never block.
+SESSION_TIMEOUT_S = 6.0
+HEARTBEAT_S = 2.0
+
 # Failures that are never a message's: retried, not dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (StoreContention, *INFRASTRUCTURE)
 
@@ -100,6 +106,8 @@ class IngestLoop:
             isolation_level="read_committed",
             max_poll_records=self._batch_max,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
+            heartbeat_interval_ms=int(HEARTBEAT_S * 1000),
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=5

@@ -14,6 +14,7 @@ from pathlib import Path
 import faust
 
 from services.bootstrap import Context
+from services.ingest.consumer import HEARTBEAT_S, SESSION_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ def create_app(context: Context) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=1,
         producer_acks=-1,
+        # A crashed worker's place in the group is given up after the session timeout:
+        # faust's default of 60 s kept a restarted worker waiting that long to start.
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_S,
         # faust keeps table state in a data directory (we keep none): not the working
         # directory, which may be a read-only image or a repository checkout.
         datadir=str(_state_root() / "{conf.name}"),

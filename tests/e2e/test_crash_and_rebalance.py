@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ from tests.integration.harness import read_to_end, send
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
+# Each life of a killed worker takes in a few hundred messages: the stream must outlast
+# every kill, and last long enough for a second worker to join mid-stream.
+BUYERS = max(1500, 60 * KILLS)
 PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
 
 
@@ -42,7 +48,7 @@ class Published:
 
 @pytest.fixture
 def published(kafka_bootstrap: str, topics: Topics, sqlite_url: str) -> Published:
-    asyncio.run(send(kafka_bootstrap, stream(topics, seed=11)))
+    asyncio.run(send(kafka_bootstrap, stream(topics, seed=11, buyers=BUYERS)))
     records = [
         r
         for topic in (topics.purchases, topics.social_shares)
@@ -85,6 +91,10 @@ def accounted(database_url: str) -> int:
     return sum(build(Settings(database_url=database_url)).ledger.message_counts().values())
 
 
+def progressed(database_url: str, since: int) -> bool | None:
+    return True if accounted(database_url) > since else None
+
+
 def settle(database_url: str, expected: int, procs: list[subprocess.Popen[bytes]]) -> None:
     wait_for(
         lambda: True if accounted(database_url) >= expected else None,
@@ -116,19 +126,35 @@ def test_a_worker_killed_at_random_instants_ends_as_a_clean_run(
     env = worker_env(kafka_bootstrap, postgres_url, topics)
     rng = random.Random(KILLS)
     log = tmp_path / "worker.log"
-    for _ in range(KILLS):
+    total = len(published.records)
+    mid_batch = 0
+    for kill in range(KILLS):
+        before = accounted(postgres_url)
         worker = start_worker(env, log)
-        # faust starts in ~2 s; kills land before, during and between batches
-        try:
-            worker.wait(timeout=rng.uniform(1.0, 5.0))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.2, 2.0))  # while it starts, joins the group or seeks
+        else:
+            # Once this life has committed, at a random instant: mostly mid-batch.
+            wait_for(
+                partial(progressed, postgres_url, before),
+                60,
+                "the restarted worker's first commit",
+                [worker],
+            )
+            time.sleep(rng.uniform(0.0, 0.25))
+            mid_batch += 1
+        worker.kill()
+        worker.wait()
         assert worker.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-    assert accounted(postgres_url) < len(published.records) or KILLS > 20
+        done = accounted(postgres_url)
+        assert done < total, f"the stream ended after {kill + 1} of {KILLS} kills: make it longer"
+    print(
+        f"{KILLS} kills ({mid_batch} after a commit of that life), {accounted(postgres_url)} "
+        f"of {total} messages taken in before the last restart"
+    )
     worker = start_worker(env, log)
     try:
-        settle(postgres_url, len(published.records), [worker])
+        settle(postgres_url, total, [worker])
     finally:
         stop(worker)
     assert_same_as_clean_run(postgres_url, published)
@@ -138,23 +164,43 @@ def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, published: Published, tmp_path: Path
 ) -> None:
     env = worker_env(kafka_bootstrap, postgres_url, topics)
+    total = len(published.records)
     first = start_worker(env, tmp_path / "first.log")
     try:
         wait_for(
             lambda: True if accounted(postgres_url) > 0 else None, 60, "first commits", [first]
         )
-        second = start_worker(env, tmp_path / "second.log")
+        second_log = tmp_path / "second.log"
+        second = start_worker(env, second_log)
+        assigned = wait_for(
+            lambda: partitions_assigned(second_log) or None,
+            60,
+            "the second worker's share of the partitions",
+            [first, second],
+        )
+        joined_at = accounted(postgres_url)
+        assert joined_at < total, "the stream ended before the second worker joined"
         wait_for(
-            lambda: True if accounted(postgres_url) > len(published.records) // 2 else None,
+            lambda: True if accounted(postgres_url) > joined_at + 1000 else None,
             120,
-            "half the stream",
+            "both workers taking messages in",
             [first, second],
         )
         stop(second)
-        settle(postgres_url, len(published.records), [first])
+        settle(postgres_url, total, [first])
     finally:
         stop(first)
+    assert assigned, "the second worker was given partitions"
     assert_same_as_clean_run(postgres_url, published)
+
+
+def partitions_assigned(log: Path) -> list[tuple[str, int]]:
+    """The partitions the worker logged as assigned to it, at its latest assignment."""
+    lines = [line for line in log.read_text().splitlines() if "] assigned [" in line]
+    if not lines:
+        return []
+    latest = lines[-1].split("] assigned [", 1)[1]
+    return [(topic, int(p)) for topic, p in re.findall(r"\('([^']+)', (\d+)\)", latest)]
 
 
 def test_a_batch_read_again_after_a_crash_before_the_kafka_commit_changes_nothing(

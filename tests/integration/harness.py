@@ -46,8 +46,10 @@ async def send(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        for topic, key, value in records:
-            await producer.send_and_wait(topic, value=value, key=key)
+        # Sent in order without waiting for each: the idempotent producer keeps each
+        # partition's order, and the acknowledgements are awaited together.
+        sent = [await producer.send(topic, value=value, key=key) for topic, key, value in records]
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 
