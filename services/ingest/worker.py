@@ -53,15 +53,20 @@ def create_app(context: Context) -> faust.App:
 
         @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)
         async def daily_sweep() -> None:
-            at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            # Its own members, not the ingest loop's: the two run in different threads,
-            # and optimistic concurrency reconciles what both touch.
-            sweeper = context.ingest_service()
-            member_ids = await asyncio.to_thread(context.ledger.member_ids)
-            written = await asyncio.to_thread(sweeper.sweep, member_ids, at)
-            log.info("daily sweep as of %s: %d events", at.isoformat(), written)
+            await asyncio.to_thread(midnight_sweep, context, datetime.now(UTC))
 
     return app
+
+
+def midnight_sweep(context: Context, now: datetime) -> int:
+    """Steps 1 and 2 for every member as of the last 00:00 UTC at or before `now`;
+    returns the events written. Its own members, not the ingest loop's: the two run in
+    different threads, and optimistic concurrency reconciles what both touch."""
+    at = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    sweeper = context.ingest_service()
+    written = sweeper.sweep(context.ledger.member_ids(), at)
+    log.info("sweep as of %s: %d events", at.isoformat(), written)
+    return written
 
 
 def _state_root() -> Path:
