@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ def loyalty(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         env=env,
         timeout=120,
     )
+
+
+def sha256_of(lines: list[str]) -> str:
+    """CONTRACT 5's digest, computed here independently: sorted lines of
+    member_id, balance, tier, lifetime points."""
+    return hashlib.sha256("".join(f"{line}\n" for line in sorted(lines)).encode()).hexdigest()
 
 
 def test_sweep_as_of_expires_and_reviews_every_member(
@@ -61,6 +68,14 @@ def test_sweep_as_of_expires_and_reviews_every_member(
         "LOYALTY_KAFKA_BOOTSTRAP": kafka_bootstrap,
     }
 
+    # digest --as-of applies steps 1 and 2 in memory: it foresees the sweep, writes nothing.
+    position = build(Settings(database_url=postgres_url)).ledger.last_position()
+    now = loyalty("digest", env=env).stdout.strip()
+    foreseen = loyalty("digest", "--as-of", "2027-01-01T00:00:00Z", env=env).stdout.strip()
+    assert now == sha256_of(["ann\t1500\tsilver\t1500", "bob\t20\tbronze\t20"])
+    assert foreseen == sha256_of(["ann\t0\tbronze\t1500", "bob\t0\tbronze\t20"])
+    assert build(Settings(database_url=postgres_url)).ledger.last_position() == position
+
     early = loyalty("sweep", "--as-of", "2026-06-01T00:00:00Z", env=env)
     assert early.returncode == 0, early.stderr
     assert "0 events" in early.stdout
@@ -74,6 +89,7 @@ def test_sweep_as_of_expires_and_reviews_every_member(
     assert ann is not None and bob is not None
     assert (ann.balance, ann.tier, bob.balance) == (0, "bronze", 0)
     assert (ann.qualifying_points, bob.qualifying_points) == (0, 0)
+    assert loyalty("digest", env=env).stdout.strip() == foreseen
 
     status = loyalty("status", env=env)
     assert status.returncode == 0, status.stderr
