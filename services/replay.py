@@ -11,13 +11,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import StoredEvent, Tracking
 
 from services import member_events
 from services.bootstrap import Context, build
 from services.digest import members
 from services.errors import OperatorError
 from services.ingest.messages import InputMessage
+from services.relay import RELAY_TRACKING_NAME
 from services.status import end_offsets
 from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
 
@@ -131,6 +132,11 @@ def replay_stream(context: Context, into: str, out: TextIO = sys.stderr) -> Prog
     asyncio.run(
         _read(context.settings.kafka_bootstrap, (context.settings.topics.member_events,), store)
     )
+    # Everything the rebuilt store holds is on the changelog already: its relay starts
+    # after it, instead of publishing the whole history a second time.
+    rebuilt = target.ledger.last_position()
+    if rebuilt:
+        target.ledger.store.insert_tracking(Tracking(RELAY_TRACKING_NAME, rebuilt))
     return progress
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
-from services.bootstrap import Context
+from services.bootstrap import Context, build
 from services.config import Topics
 from services.program import DEFAULT_PROGRAM_PATH
 from tests.conftest import new_database
@@ -78,6 +79,8 @@ async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes
     assert "equal: the rebuilt store holds the same ledgers" in rebuilt.stdout
     live_digest = loyalty("digest", env=env).stdout
     assert loyalty("digest", env={**env, "LOYALTY_DATABASE_URL": copy}).stdout == live_digest
+    restored = build(replace(context.settings, database_url=copy))
+    assert restored.relay().position() == restored.ledger.last_position() > 0  # not again
     again = loyalty("replay", "stream", "--into", copy, env=env)
     assert again.returncode == 2 and "already holds events" in again.stderr
 
