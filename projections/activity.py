@@ -39,7 +39,7 @@ class ActivityProjection(Projection):
     def __init__(self, tier_order: Sequence[str]) -> None:
         self._rank = {name: i for i, name in enumerate(tier_order)}
 
-    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+    def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         purchases: list[Row] = []
         tier_changes: list[Row] = []
         for e in events:

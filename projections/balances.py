@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from projections.base import Projection
+from projections.cache import RowCache
 from projections.events import Event
 from services.store.database import Cursor
 
@@ -20,7 +21,8 @@ VALUES = (
     "last_event_at",
     "position",
 )
-# Indexes into a row of KEY + VALUES.
+COLUMNS = (*KEY, *VALUES)
+# Indexes into a row of COLUMNS.
 MEMBER_ID, BALANCE, TIER, QUALIFYING, LIFETIME, LAST_EVENT_AT, POSITION = range(1, 8)
 
 # Credits and clawbacks that count toward lifetime points (expiries and redemptions do not).
@@ -48,23 +50,28 @@ class BalancesProjection(Projection):
 
     def __init__(self, lowest_tier: str) -> None:
         self._lowest_tier = lowest_tier
+        # aggregate_id -> row as stored; the page's events update the rows in place.
+        self._cache: RowCache[str, list[Any]] = RowCache()
 
-    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
-        """Loads the page's members' rows at once, applies the events to them in order,
-        and writes each changed row once."""
+    def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
+        """Applies the events in order to their members' rows (read once, or known from
+        the pages before) and writes each touched row once."""
+        cache = self._cache
+        cache.begin(since)
+        rows = cache.rows
         touched = list({e.aggregate_id: None for e in events})
-        stored = {
-            row[0]: row for row in cur.select(TABLE, (*KEY, *VALUES), KEY, [(k,) for k in touched])
-        }
-        rows: dict[str, list[Any]] = {key: list(row) for key, row in stored.items()}
+        missing = cache.missing(touched)
+        if missing:
+            for row in cur.select(TABLE, COLUMNS, KEY, [(key,) for key in missing]):
+                rows[row[0]] = list(row)
+        stored = {key for key in touched if key in rows}
         for e in events:
             self._apply(rows, e)
-        new = [tuple(row) for key, row in rows.items() if key not in stored]
-        changed = [
-            tuple(row) for key, row in rows.items() if key in stored and tuple(row) != stored[key]
-        ]
-        cur.insert(TABLE, (*KEY, *VALUES), new)
-        cur.update(TABLE, KEY, VALUES, changed)
+        cur.insert(TABLE, COLUMNS, [rows[k] for k in touched if k in rows and k not in stored])
+        cur.update(TABLE, KEY, VALUES, [rows[key] for key in stored])
+
+    def committed(self, position: int) -> None:
+        self._cache.committed(position)
 
     def _apply(self, rows: dict[str, list[Any]], e: Event) -> None:
         data = e.data

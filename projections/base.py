@@ -24,9 +24,13 @@ class Projection(ABC):
     create_statements: ClassVar[Sequence[str]]
 
     @abstractmethod
-    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+    def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         """Folds a page of events, in order, into the tables: a few bulk statements in the
-        caller's transaction, whatever the page's size."""
+        caller's transaction, whatever the page's size. `since` is the projection's
+        position, read in that transaction: the events follow it."""
+
+    def committed(self, position: int) -> None:  # noqa: B027 (a hook; most need nothing)
+        """The transaction that applied the events up to `position` has committed."""
 
 
 def iso(value: datetime) -> str:

@@ -8,7 +8,9 @@ fraction of building eventsourcing's event objects, which the projections never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import gc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -40,16 +42,33 @@ def decode(notifications: Iterable[Notification]) -> list[Event]:
     loads = orjson.loads
     kinds = _KINDS
     events: list[Event] = []
-    for n in notifications:
-        data = loads(n.state)
-        at = data.get("at")
-        kind = kinds.get(n.topic) or kinds.setdefault(n.topic, n.topic.rsplit(".", 1)[-1])
-        events.append(
-            Event(
-                n.position, n.aggregate_id, n.version, kind, "" if at is None else instant(at), data
+    append = events.append
+    with _collector_paused():
+        for position, aggregate_id, version, topic, state in notifications:
+            data = loads(state)
+            at = data.get("at")
+            kind = kinds.get(topic) or kinds.setdefault(topic, topic.rsplit(".", 1)[-1])
+            append(
+                Event(
+                    position, aggregate_id, version, kind, "" if at is None else instant(at), data
+                )
             )
-        )
     return events
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Decoded states are trees, nothing the cyclic collector could free, but a page's
+    tens of thousands of new dicts set it off again and again, and each pass walks every
+    object still alive: pausing it makes decoding a third cheaper."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 _KINDS: dict[str, str] = {}  # topic -> kind, "services.domain.member:Member.X" -> "X"

@@ -25,25 +25,30 @@ class LedgerEntriesProjection(Projection):
         "PRIMARY KEY (aggregate_id, version))",
     )
 
-    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
+    def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
+        cur.insert(TABLE, COLUMNS, entries(events))
+
+
+def entries(events: Sequence[Event]) -> list[Row]:
+    rows: list[Row] = []
+    for e in events:
+        data = e.data
+        points = data.get("points")
+        balance = data.get("balance")
         # A movement is an event that carries both the points moved and the balance after.
-        cur.insert(TABLE, COLUMNS, [entry(e) for e in events if _moves_points(e)])
-
-
-def _moves_points(e: Event) -> bool:
-    return e.data.get("balance") is not None and e.data.get("points") is not None
-
-
-def entry(e: Event) -> Row:
-    data = e.data
-    detail = ", ".join(f"{name}={plain(data[name])}" for name in DETAIL_FIELDS if data.get(name))
-    return (
-        e.aggregate_id,
-        e.version,
-        e.at,
-        e.kind,
-        int(data["points"]),
-        int(data["balance"]),
-        data.get("event_id"),
-        detail or None,
-    )
+        if points is None or balance is None:
+            continue
+        detail = ", ".join([f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := data.get(n))])
+        rows.append(
+            (
+                e.aggregate_id,
+                e.version,
+                e.at,
+                e.kind,
+                int(points),
+                int(balance),
+                data.get("event_id"),
+                detail or None,
+            )
+        )
+    return rows

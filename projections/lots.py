@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 from projections.base import Projection
+from projections.cache import RowCache
 from projections.events import Event, instant
-from services.store.database import Cursor
+from services.store.database import Cursor, Row
 
 TABLE = "point_lots"
 KEY = ("aggregate_id", "lot_date")
+COLUMNS = (*KEY, "points")
 CREDITS = frozenset(
     {"PurchaseRecorded", "ReferralRewarded", "ReferrerBonusEarned", "SocialShareRecorded"}
 )
+TAKES = frozenset({"PointsRedeemed", "RefundRecorded"})
 Lot = tuple[str, str]  # (aggregate_id, lot_date)
 
 
@@ -29,43 +32,66 @@ class LotsProjection(Projection):
         "CREATE INDEX IF NOT EXISTS point_lots_date ON point_lots (lot_date)",
     )
 
-    def apply(self, cur: Cursor, events: Sequence[Event]) -> None:
-        """Loads the lots the page moves, moves them in order, writes each one's outcome."""
-        moves = [move for e in events for move in _moves(e)]
-        touched = list({lot: None for lot, _, _ in moves})
-        stored: dict[Lot, int] = {
-            (key, date): points
-            for key, date, points in cur.select(TABLE, (*KEY, "points"), KEY, touched)
-        }
-        lots = dict(stored)
+    def __init__(self) -> None:
+        # open lot -> points as stored; the page's moves update it in place.
+        self._cache: RowCache[Lot, int] = RowCache()
+
+    def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
+        """Moves the page's lots (read once, or known from the pages before) in order and
+        writes each one's outcome."""
+        cache = self._cache
+        cache.begin(since)
+        lots = cache.rows
+        moves = _moves(events)
+        missing = cache.missing(list({lot: None for lot, _, _ in moves}))
+        if missing:
+            for key, date, points in cur.select(TABLE, COLUMNS, KEY, missing):
+                lots[key, date] = points
+        before: dict[Lot, int | None] = {}  # each moved lot's points before the page
         for lot, points, taking in moves:
-            held = lots.get(lot, 0) + points
+            held = lots.get(lot)
+            if lot not in before:
+                before[lot] = held
+            held = (held or 0) + points
             # A lot taken down to nothing is closed; a later credit at its date opens it anew.
             if taking and held <= 0:
                 lots.pop(lot, None)
             else:
                 lots[lot] = held
-        cur.insert(
-            TABLE, (*KEY, "points"), [(*lot, n) for lot, n in lots.items() if lot not in stored]
-        )
-        cur.update(
-            TABLE,
-            KEY,
-            ("points",),
-            [(*lot, n) for lot, n in lots.items() if lot in stored and n != stored[lot]],
-        )
-        cur.delete(TABLE, KEY, [lot for lot in stored if lot not in lots])
+        opened: list[Row] = []
+        changed: list[Row] = []
+        closed: list[Row] = []
+        for lot, held in before.items():
+            now = lots.get(lot)
+            if now is None:
+                if held is not None:
+                    closed.append(lot)
+            elif held is None:
+                opened.append((*lot, now))
+            elif now != held:
+                changed.append((*lot, now))
+        cur.insert(TABLE, COLUMNS, opened)
+        cur.update(TABLE, KEY, ("points",), changed)
+        cur.delete(TABLE, KEY, closed)
+
+    def committed(self, position: int) -> None:
+        self._cache.committed(position)
 
 
-def _moves(e: Event) -> Iterator[tuple[Lot, int, bool]]:
-    """The event's changes to lots, in order: (lot, points added, whether it takes)."""
-    if e.kind in CREDITS:
-        lot = int(e.data["points"]) - int(e.data["debt_repaid"])
-        if lot > 0:
-            yield (e.aggregate_id, e.at), lot, False
-    elif e.kind in ("PointsRedeemed", "RefundRecorded"):
-        for lot_date, taken in e.data["consumed"]:
-            yield (e.aggregate_id, instant(lot_date)), -int(taken), True
-    elif e.kind == "PointsExpired":
-        # `points` is the (negative) change of the balance: all that the lot held.
-        yield (e.aggregate_id, instant(e.data["lot_date"])), int(e.data["points"]), True
+def _moves(events: Sequence[Event]) -> list[tuple[Lot, int, bool]]:
+    """The events' changes to lots, in order: (lot, points added, whether it takes)."""
+    moves: list[tuple[Lot, int, bool]] = []
+    for e in events:
+        kind = e.kind
+        if kind in CREDITS:
+            lot = int(e.data["points"]) - int(e.data["debt_repaid"])
+            if lot > 0:
+                moves.append(((e.aggregate_id, e.at), lot, False))
+        elif kind in TAKES:
+            for lot_date, taken in e.data["consumed"]:
+                moves.append(((e.aggregate_id, instant(lot_date)), -int(taken), True))
+        elif kind == "PointsExpired":
+            # `points` is the (negative) change of the balance: all that the lot held.
+            lot_date = instant(e.data["lot_date"])
+            moves.append(((e.aggregate_id, lot_date), int(e.data["points"]), True))
+    return moves

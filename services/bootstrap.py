@@ -46,7 +46,7 @@ class Context:
         """Every read model, following this store, with its tables created."""
         tiers = [tier.name for tier in self.program.tiers]
         runner = ProjectionRunner(
-            self.ledger, self.database(), default_projections(tiers), self.settings.projection_page
+            self.ledger, self.database, default_projections(tiers), self.settings.projection_page
         )
         runner.setup()
         return runner

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -26,14 +26,9 @@ from services.store.urls import DatabaseUrl
 Row = tuple[Any, ...]
 
 
-class Notification(NamedTuple):
-    """One stored event as the notification log holds it."""
-
-    position: int  # notification id
-    aggregate_id: str  # the originator id as text, "xxxxxxxx-xxxx-..."
-    version: int
-    topic: str
-    state: bytes
+# One stored event as the notification log holds it: (position, aggregate id as text
+# "xxxxxxxx-xxxx-...", version, topic, state). A plain tuple: pages hold thousands.
+Notification = tuple[int, str, int, str, bytes]
 
 
 class Cursor(ABC):
@@ -56,12 +51,16 @@ class Cursor(ABC):
         in order."""
 
     @abstractmethod
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Adds rows whose keys the table does not hold yet (a duplicate key is an error)."""
 
     @abstractmethod
     def update(
-        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+        self,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
     ) -> None:
         """Sets `columns` of existing rows; each row holds its key's values, then the
         columns' values."""
@@ -139,14 +138,18 @@ class _PgCursor(Cursor):
     def notifications(self, table: str, after: int, limit: int) -> list[Notification]:
         # Binary results: the states arrive as bytes without hex-decoding them.
         self._cur.execute(SELECT_NOTIFICATIONS_PG.format(table=table), (after, limit), binary=True)
-        return [Notification._make(row) for row in self._cur.fetchall()]
+        return cast(list[Notification], self._cur.fetchall())
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._copy(table, columns, rows)
 
     def update(
-        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+        self,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
     ) -> None:
         if not rows:
             return
@@ -177,7 +180,7 @@ class _PgCursor(Cursor):
         )
         return self._cur.fetchall()
 
-    def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> str:
+    def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         listed = ", ".join(columns)
         shape = f"stage_{table}_{zlib.crc32(listed.encode()):08x}"
         # A stage keeps its rows until the commit: a second use in the transaction
@@ -190,7 +193,7 @@ class _PgCursor(Cursor):
         self._copy(stage, columns, rows)
         return stage
 
-    def _copy(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    def _copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         with self._cur.copy(COPY_ROWS.format(table=table, columns=", ".join(columns))) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -254,18 +257,22 @@ class _SQLiteCursor(Cursor):
         self._cur.execute(SELECT_NOTIFICATIONS_SQLITE.format(table=table), (after, limit))
         # The SQLite store keeps originator ids as hex without dashes.
         return [
-            Notification(position, str(UUID(hex=originator)), version, topic, state)
+            (position, str(UUID(hex=originator)), version, topic, state)
             for position, originator, version, topic, state in self._cur.fetchall()
         ]
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         marks = ", ".join("?" * len(columns))
         self._cur.executemany(
             INSERT_ROWS.format(table=table, columns=", ".join(columns), marks=marks), rows
         )
 
     def update(
-        self, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
+        self,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
     ) -> None:
         assignments = ", ".join(f"{column} = ?" for column in columns)
         match = " AND ".join(f"{column} = ?" for column in key)
