@@ -38,7 +38,8 @@ def entries(events: Sequence[Event]) -> list[Row]:
         # A movement is an event that carries both the points moved and the balance after.
         if points is None or balance is None:
             continue
-        detail = ", ".join([f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := data.get(n))])
+        get = data.get
+        detail = ", ".join([f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := get(n))])
         rows.append(
             (
                 e.aggregate_id,

@@ -104,7 +104,13 @@ SELECT_NOTIFICATIONS_PG = (
     "SELECT notification_id, originator_id::text, originator_version, topic, state "
     "FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 )
-COPY_ROWS = "COPY {table} ({columns}) FROM STDIN"
+# Binary COPY: psycopg formats a row in C without escaping text, and the server parses
+# nothing; it needs the columns' types, read once per table from the catalog.
+COPY_ROWS = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+SELECT_COLUMN_TYPES = (
+    "SELECT attname, atttypid FROM pg_attribute "
+    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
 # A session's staging tables, per target, column list and use in a transaction: created
 # once, emptied at each commit, so a page costs no catalog writes. Taken from the
 # target, they have its column types.
@@ -121,9 +127,13 @@ DELETE_USING_STAGE = "DELETE FROM {table} AS t USING {stage} AS s WHERE {match}"
 SELECT_JOIN_STAGE = "SELECT {columns} FROM {table} AS t JOIN {stage} AS s ON {match}"
 
 
+ColumnTypes = dict[str, dict[str, int]]  # table -> column -> type oid
+
+
 class _PgCursor(Cursor):
-    def __init__(self, cur: psycopg.Cursor[Row]) -> None:
+    def __init__(self, cur: psycopg.Cursor[Row], types: ColumnTypes) -> None:
         self._cur = cur
+        self._types = types
         self._stages: dict[str, int] = {}  # stage shape -> uses in this transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
@@ -142,7 +152,7 @@ class _PgCursor(Cursor):
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._copy(table, columns, rows)
+            self._copy(table, table, columns, rows)
 
     def update(
         self,
@@ -190,13 +200,24 @@ class _PgCursor(Cursor):
         uses = self._stages[shape] = self._stages.get(shape, -1) + 1
         stage = f"{shape}_{uses}"
         self._cur.execute(CREATE_STAGE.format(stage=stage, columns=listed, table=table))
-        self._copy(stage, columns, rows)
+        self._copy(stage, table, columns, rows)
         return stage
 
-    def _copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        with self._cur.copy(COPY_ROWS.format(table=table, columns=", ".join(columns))) as copy:
+    def _copy(
+        self, into: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """COPY into `into`, whose columns have the types of `table`'s."""
+        types = self._column_types(table)
+        with self._cur.copy(COPY_ROWS.format(table=into, columns=", ".join(columns))) as copy:
+            copy.set_types([types[column] for column in columns])
             for row in rows:
                 copy.write_row(row)
+
+    def _column_types(self, table: str) -> dict[str, int]:
+        if table not in self._types:
+            self._cur.execute(SELECT_COLUMN_TYPES, (table,))
+            self._types[table] = {name: oid for name, oid in self._cur.fetchall()}
+        return self._types[table]
 
 
 class PostgresDatabase(Database):
@@ -208,6 +229,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: DatabaseUrl) -> None:
         self._conninfo = url.conninfo()
         self._conn: psycopg.Connection[Row] | None = None
+        self._types: ColumnTypes = {}
 
     def _connection(self) -> psycopg.Connection[Row]:
         if self._conn is None or self._conn.closed:
@@ -219,7 +241,7 @@ class PostgresDatabase(Database):
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                yield _PgCursor(cur)
+                yield _PgCursor(cur, self._types)
         except psycopg.OperationalError:
             conn.close()
             raise
