@@ -8,6 +8,7 @@ process, so it always leads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 
@@ -63,10 +64,15 @@ class PostgresLeadership(Leadership):
         return self._held
 
     def release(self) -> None:
-        self._held = False
         if self._conn is not None:
-            self._conn.close()  # the server releases a session's locks with it
+            # Unlocked before closing: a closed session's locks go only once the server
+            # has noticed, and a successor asking at once must find it free.
+            if self._held:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self._name,))
+            self._conn.close()
             self._conn = None
+        self._held = False
 
 
 def leadership(database_url: str, name: str) -> Leadership:
