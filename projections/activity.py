@@ -28,11 +28,13 @@ class ActivityProjection(Projection):
         "CREATE TABLE IF NOT EXISTS member_purchases ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
         "PRIMARY KEY (aggregate_id, version))",
-        "CREATE INDEX IF NOT EXISTS member_purchases_at ON member_purchases (at)",
         "CREATE TABLE IF NOT EXISTS tier_changes ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
         "month TEXT NOT NULL, from_tier TEXT NOT NULL, to_tier TEXT NOT NULL, "
         "direction TEXT NOT NULL, PRIMARY KEY (aggregate_id, version))",
+    )
+    index_statements: ClassVar[tuple[str, ...]] = (
+        "CREATE INDEX IF NOT EXISTS member_purchases_at ON member_purchases (at)",
         "CREATE INDEX IF NOT EXISTS tier_changes_month ON tier_changes (month)",
     )
 

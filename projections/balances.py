@@ -45,6 +45,8 @@ class BalancesProjection(Projection):
         "aggregate_id TEXT PRIMARY KEY, member_id TEXT NOT NULL UNIQUE, balance BIGINT NOT NULL, "
         "tier TEXT NOT NULL, qualifying_points BIGINT NOT NULL, lifetime_points BIGINT NOT NULL, "
         "last_event_at TEXT, position BIGINT NOT NULL)",
+    )
+    index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS member_balances_tier ON member_balances (tier)",
     )
 

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 class Projection(ABC):
     name: ClassVar[str]
     tables: ClassVar[Sequence[str]]
-    create_statements: ClassVar[Sequence[str]]
+    create_statements: ClassVar[Sequence[str]]  # the tables, with their keys
+    # What only readers need: built after a rebuild's load rather than kept up on the way.
+    index_statements: ClassVar[Sequence[str]] = ()
 
     @abstractmethod
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:

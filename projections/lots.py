@@ -29,6 +29,8 @@ class LotsProjection(Projection):
         "CREATE TABLE IF NOT EXISTS point_lots ("
         "aggregate_id TEXT NOT NULL, lot_date TEXT NOT NULL, points BIGINT NOT NULL, "
         "PRIMARY KEY (aggregate_id, lot_date))",
+    )
+    index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS point_lots_date ON point_lots (lot_date)",
     )
 
