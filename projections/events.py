@@ -8,9 +8,7 @@ fraction of building eventsourcing's event objects, which the projections never 
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -43,32 +41,14 @@ def decode(notifications: Iterable[Notification]) -> list[Event]:
     kinds = _KINDS
     events: list[Event] = []
     append = events.append
-    with _collector_paused():
-        for position, aggregate_id, version, topic, state in notifications:
-            data = loads(state)
-            at = data.get("at")
-            kind = kinds.get(topic) or kinds.setdefault(topic, topic.rsplit(".", 1)[-1])
-            append(
-                Event(
-                    position, aggregate_id, version, kind, "" if at is None else instant(at), data
-                )
-            )
+    for position, aggregate_id, version, topic, state in notifications:
+        data = loads(state)
+        at = data.get("at")
+        kind = kinds.get(topic) or kinds.setdefault(topic, topic.rsplit(".", 1)[-1])
+        append(
+            Event(position, aggregate_id, version, kind, "" if at is None else instant(at), data)
+        )
     return events
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Decoded states are trees, nothing the cyclic collector could free, but a page's
-    tens of thousands of new dicts set it off again and again, and each pass walks every
-    object still alive: pausing it makes decoding a third cheaper."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 _KINDS: dict[str, str] = {}  # topic -> kind, "services.domain.member:Member.X" -> "X"

@@ -40,7 +40,10 @@ SAVE_POSITION = (
     "INSERT INTO projection_positions (name, position) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
 )
-AHEAD = 4  # pages decoded ahead of the slowest projection: bounds the memory a catch-up takes
+# Events decoded ahead of the slowest projection (~60 MB): enough for the reader to keep
+# decoding while the projections wait on the database, and for a projection behind to
+# take several pages in one transaction.
+AHEAD = 40_000
 
 Progress = Callable[[int, int], None]
 Page = tuple[int, list[Event]]  # (the position the page follows, its events in order)
@@ -124,7 +127,7 @@ class ProjectionRunner:
         """Applies the log up to its end (or until `should_stop`); returns the
         notifications read."""
         total = 0
-        with _fewer_collections():
+        with _collector_paused():
             # A round ends early when another runner moved a projection meanwhile: the
             # next one starts again from where the last projection stands.
             while (read := self._round(progress, should_stop)) > 0:
@@ -147,7 +150,8 @@ class ProjectionRunner:
     def _round(self, progress: Progress | None, should_stop: Callable[[], bool]) -> int:
         start = min(self.positions().values())
         reached = dict.fromkeys(self._writers, start)  # projection -> position applied
-        queues = {name: Queue[Page | None](maxsize=AHEAD) for name in self._writers}
+        ahead = max(2, AHEAD // self.page)  # pages
+        queues = {name: Queue[Page | None](maxsize=ahead) for name in self._writers}
         following = {
             p.name: self._pool.submit(self._follow, p, queues[p.name], reached)
             for p in self.projections
@@ -160,6 +164,8 @@ class ProjectionRunner:
                     break  # a projection stopped following: a new round will see why
                 after = events[-1].position
                 read += len(events)
+                if read % COLLECT_EVERY < len(events):
+                    gc.collect(0)  # the young: what the other threads made meanwhile
                 if progress is not None:
                     progress(min(reached.values()), self._ledger.last_position())
         finally:
@@ -241,20 +247,24 @@ def _offer(queue: Queue[Page | None], page: Page | None, follower: Future[None])
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Pages of decoded events are trees freed by reference counting: the cyclic collector
-    finds nothing in them, yet at its default threshold it walks them (and the projections'
-    caches) again and again while they are queued. Collecting ~100 times less often takes
-    a sixth off a catch-up's CPU time; collections still run."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(COLLECT_EVERY, *thresholds[1:])
+def _collector_paused() -> Iterator[None]:
+    """Pages of decoded events are trees, freed by reference counting: the cyclic
+    collector finds nothing in them (nor in anything else a catch-up makes), yet it sets
+    off every few hundred allocations and walks every queued page again each time, a
+    sixth of a catch-up's CPU time. It is paused meanwhile; the reader runs it over the
+    youngest objects every COLLECT_EVERY events, for whatever else in the process (the
+    projector's relay) may leave cycles behind."""
+    if not gc.isenabled():
+        yield  # paused by a catch-up running in another thread: it resumes it
+        return
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
+        gc.enable()
 
 
-COLLECT_EVERY = 100_000  # allocations (the default is 700)
+COLLECT_EVERY = 200_000  # events read
 
 
 def default_projections(tier_order: Sequence[str]) -> list[Projection]:
