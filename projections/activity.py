@@ -45,9 +45,10 @@ class ActivityProjection(Projection):
         purchases: list[Row] = []
         tier_changes: list[Row] = []
         for e in events:
-            if e.kind == "PurchaseRecorded":
+            kind = e.kind
+            if kind == "PurchaseRecorded":
                 purchases.append((e.aggregate_id, e.version, e.at))
-            elif e.kind == "TierChanged":
+            elif kind == "TierChanged":
                 tier_changes.append(self._tier_change(e))
         cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
         cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)

@@ -76,39 +76,30 @@ class BalancesProjection(Projection):
         self._cache.committed(position)
 
     def _apply(self, rows: dict[str, list[Any]], e: Event) -> None:
-        data = e.data
-        if e.kind == "Registered":
-            if e.aggregate_id not in rows:
-                rows[e.aggregate_id] = [
-                    e.aggregate_id,
-                    data["member_id"],
-                    0,
-                    self._lowest_tier,
-                    0,
-                    0,
-                    None,
-                    e.position,
-                ]
+        position, key, _, kind, at, data = e
+        if kind == "Registered":
+            if key not in rows:
+                rows[key] = [key, data["member_id"], 0, self._lowest_tier, 0, 0, None, position]
             return
-        row = rows.get(e.aggregate_id)
+        row = rows.get(key)
         if row is None:
             return  # not registered: nothing to update
-        if e.kind == "TierChanged":
+        if kind == "TierChanged":
             row[TIER] = data["to_tier"]
             row[QUALIFYING] = data["qualifying_points"]
-            row[POSITION] = e.position
+            row[POSITION] = position
             return
         balance = data.get("balance")
         if balance is not None:
             row[BALANCE] = balance
-            if e.kind in LIFETIME_EVENTS:
+            if kind in LIFETIME_EVENTS:
                 row[LIFETIME] += int(data["points"])
-            row[POSITION] = e.position
+            row[POSITION] = position
         # Sweeps (expiries, tier reviews) are not the member's own events: no event_id.
         if data.get("event_id") is not None and (
-            row[LAST_EVENT_AT] is None or row[LAST_EVENT_AT] < e.at
+            row[LAST_EVENT_AT] is None or row[LAST_EVENT_AT] < at
         ):
-            row[LAST_EVENT_AT] = e.at
+            row[LAST_EVENT_AT] = at
         qualifying = data.get("qualifying_points")
         if qualifying is not None:
             row[QUALIFYING] = qualifying

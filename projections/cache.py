@@ -8,6 +8,7 @@ runner applied pages, a reset, a page rolled back) empties it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -38,9 +39,9 @@ class RowCache(Generic[K, V]):
             self.rows.clear()
             self.complete = False
 
-    def missing(self, keys: list[K]) -> list[K]:
-        """The keys the table may hold but the cache does not know."""
+    def missing(self, keys: Iterable[K]) -> list[K]:
+        """The keys the table may hold but the cache does not know, once each."""
         if self.complete:
             return []
         rows = self.rows
-        return [key for key in keys if key not in rows]
+        return list(dict.fromkeys(key for key in keys if key not in rows))

@@ -31,25 +31,15 @@ class LedgerEntriesProjection(Projection):
 
 def entries(events: Sequence[Event]) -> list[Row]:
     rows: list[Row] = []
-    for e in events:
-        data = e.data
-        points = data.get("points")
-        balance = data.get("balance")
+    for _, key, version, kind, at, data in events:
+        get = data.get
+        points = get("points")
+        balance = get("balance")
         # A movement is an event that carries both the points moved and the balance after.
         if points is None or balance is None:
             continue
-        get = data.get
         detail = ", ".join([f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := get(n))])
         rows.append(
-            (
-                e.aggregate_id,
-                e.version,
-                e.at,
-                e.kind,
-                int(points),
-                int(balance),
-                data.get("event_id"),
-                detail or None,
-            )
+            (key, version, at, kind, int(points), int(balance), get("event_id"), detail or None)
         )
     return rows

@@ -45,7 +45,7 @@ class LotsProjection(Projection):
         cache.begin(since)
         lots = cache.rows
         moves = _moves(events)
-        missing = cache.missing(list({lot: None for lot, _, _ in moves}))
+        missing = cache.missing(lot for lot, _, _ in moves)
         if missing:
             for key, date, points in cur.select(TABLE, COLUMNS, KEY, missing):
                 lots[key, date] = points
@@ -83,17 +83,15 @@ class LotsProjection(Projection):
 def _moves(events: Sequence[Event]) -> list[tuple[Lot, int, bool]]:
     """The events' changes to lots, in order: (lot, points added, whether it takes)."""
     moves: list[tuple[Lot, int, bool]] = []
-    for e in events:
-        kind = e.kind
+    for _, key, _, kind, at, data in events:
         if kind in CREDITS:
-            lot = int(e.data["points"]) - int(e.data["debt_repaid"])
+            lot = int(data["points"]) - int(data["debt_repaid"])
             if lot > 0:
-                moves.append(((e.aggregate_id, e.at), lot, False))
+                moves.append(((key, at), lot, False))
         elif kind in TAKES:
-            for lot_date, taken in e.data["consumed"]:
-                moves.append(((e.aggregate_id, instant(lot_date)), -int(taken), True))
+            for lot_date, taken in data["consumed"]:
+                moves.append(((key, instant(lot_date)), -int(taken), True))
         elif kind == "PointsExpired":
             # `points` is the (negative) change of the balance: all that the lot held.
-            lot_date = instant(e.data["lot_date"])
-            moves.append(((e.aggregate_id, lot_date), int(e.data["points"]), True))
+            moves.append(((key, instant(data["lot_date"])), int(data["points"]), True))
     return moves
