@@ -5,9 +5,9 @@ backends: one code path, and idle polls are cheap.
 
 Each page is read and decoded once, by the calling thread, and queued for every
 projection. Each projection applies its pages in a thread and a connection of its own,
-one transaction per page with its position, so the four write side by side (PostgreSQL
-works on them while Python decodes and folds the next pages), and none waits for the
-slowest at every page.
+one transaction per page (or per run of pages queued while it was busy) with its
+position, so the four write side by side (PostgreSQL works on them while Python decodes
+and folds the next pages), and none waits for the slowest at every page.
 """
 
 from __future__ import annotations
