@@ -4,6 +4,8 @@ The store's states are plain JSON (the ledger configures no cipher and no compre
 in the format of services/store/transcoder.py: decimals, datetimes and UUIDs are tagged
 objects. Decoding only the JSON and the one instant every projection needs costs a
 fraction of building eventsourcing's event objects, which the projections never need.
+The projections thus read states as stored: should a domain event ever be versioned
+with an upcaster, they must read both shapes (eventsourcing's mapper is not in the way).
 """
 
 from __future__ import annotations
