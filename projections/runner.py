@@ -79,6 +79,9 @@ class ProjectionRunner:
 
     def _create(self, indexes: bool) -> None:
         with self._db.transaction() as cur:
+            # The projector and the API start together: PostgreSQL's CREATE ... IF NOT
+            # EXISTS is not safe against a concurrent twin, so creators take turns.
+            self._db.lock(cur, "projections:schema")
             cur.execute(CREATE_POSITIONS)
             cur.execute(CREATE_REBUILDS)
             for projection in self.projections:

@@ -11,14 +11,16 @@ Table and column names come from the projections' own constants, never from inpu
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from services.store.urls import DatabaseUrl
 
 Row = tuple[Any, ...]
+C = TypeVar("C")
 
 
 # One stored event as the notification log holds it: (position, aggregate id as text
@@ -89,6 +91,42 @@ class Database(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class PerThread(Generic[C]):
+    """One connection per thread: the API answers requests from a pool of threads, and a
+    connection runs one transaction at a time. Closing closes every thread's."""
+
+    def __init__(self, open_connection: Callable[[], C], close_connection: Callable[[C], None]):
+        self._open = open_connection
+        self._close = close_connection
+        self._local = threading.local()
+        self._all: list[C] = []
+        self._guard = threading.Lock()
+
+    def get(self) -> C:
+        conn: C | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    def forget(self) -> None:
+        """Drops this thread's connection (after it failed): the next get opens another."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._guard:
+                self._all.remove(conn)
+            self._close(conn)
+
+    def close_all(self) -> None:
+        with self._guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            self._close(conn)
+        self._local = threading.local()
 
 
 def connect(database_url: str) -> Database:

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import psycopg
 
-from services.store.database import Cursor, Database, Notification, Row
+from services.store.database import Cursor, Database, Notification, PerThread, Row
 from services.store.urls import DatabaseUrl
 
 
@@ -145,25 +145,24 @@ class PostgresDatabase(Database):
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
 
     def __init__(self, url: DatabaseUrl) -> None:
-        self._conninfo = url.conninfo()
-        self._conn: psycopg.Connection[Row] | None = None
+        conninfo = url.conninfo()
+        self._conns: PerThread[psycopg.Connection[Row]] = PerThread(
+            lambda: psycopg.connect(conninfo), lambda conn: conn.close()
+        )
         self._types: ColumnTypes = {}
-
-    def _connection(self) -> psycopg.Connection[Row]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo)
-        return self._conn
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        conn = self._connection()
+        conn = self._conns.get()
+        if conn.closed:
+            self._conns.forget()
+            conn = self._conns.get()
         try:
             with conn.transaction(), conn.cursor() as cur:
                 yield _PgCursor(cur, self._types)
         except psycopg.OperationalError:
-            conn.close()
+            self._conns.forget()
             raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._conns.close_all()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from services.store.database import Cursor, Database, Notification, Row
+from services.store.database import Cursor, Database, Notification, PerThread, Row
 from services.store.urls import DatabaseUrl
 
 SELECT_NOTIFICATIONS_SQLITE = (
@@ -96,14 +96,21 @@ class SQLiteDatabase(Database):
 
     def __init__(self, url: DatabaseUrl) -> None:
         Path(url.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            url.path, timeout=30, isolation_level=None, check_same_thread=False
+        path = url.path
+
+        def open_connection() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            return conn
+
+        self._conns: PerThread[sqlite3.Connection] = PerThread(
+            open_connection, lambda conn: conn.close()
         )
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conns.get()  # creates the file now: a bad path fails at start-up
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        cur = self._conn.cursor()
+        cur = self._conns.get().cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             yield _SQLiteCursor(cur)
@@ -116,4 +123,4 @@ class SQLiteDatabase(Database):
             cur.close()
 
     def close(self) -> None:
-        self._conn.close()
+        self._conns.close_all()

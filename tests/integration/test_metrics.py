@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -141,3 +142,14 @@ async def test_bad_parameters_get_a_400_that_says_why(
     status, body = await get(context, path)
     assert status == 400
     assert message in body["error"]
+
+
+async def test_requests_in_parallel_each_get_their_answer(context: Context) -> None:
+    # Handlers run in a pool of threads: each needs a connection of its own.
+    app = create_app(context, context.database(), context.projection_runner())
+    paths = ["/members/ann", "/metrics/churn?as_of=2026-07-01T00:00:00Z", "/metrics/tiers"] * 20
+    async with TestClient(TestServer(app)) as client:
+        responses = await asyncio.gather(*(client.get(path) for path in paths))
+        assert [r.status for r in responses] == [200] * len(paths)
+        bodies = [await r.json() for r in responses]
+    assert all(body == bodies[i % 3] for i, body in enumerate(bodies))

@@ -199,3 +199,21 @@ def test_racing_runners_apply_each_event_once(database_url: str) -> None:
         thread.join(timeout=120)
     assert not errors
     assert dump(context) == expected
+
+
+def test_processes_starting_together_create_the_read_side_once(database_url: str) -> None:
+    # The projector and the API set the read side up at the same time on a fresh store.
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            build(Settings(database_url=database_url)).projection_runner()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
