@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -28,10 +30,14 @@ class Ledger(Application[UUID]):
     @classmethod
     def open(cls, database_url: str) -> Ledger:
         url = DatabaseUrl.parse(database_url)
-        if not url.is_postgres:
-            return cls(env=url.eventsourcing_env())
         # Worker, projector and API start together: creating the schema concurrently
-        # races in PostgreSQL's catalog, so the first one creates it while others wait.
+        # races (in PostgreSQL's catalog; in eventsourcing's SQLite migration record), so
+        # the first one creates it while the others wait.
+        if not url.is_postgres:
+            Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{url.path}.schema-lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return cls(env=url.eventsourcing_env())
         with psycopg.connect(url.conninfo(), autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
             try:
