@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 
 from services import member_events
 from services.domain.member import Member
-from services.errors import OUTAGES
+from services.outages import OUTAGES
 from services.store.leadership import AlwaysLeader, Leadership
 from services.store.ledger import Ledger
 

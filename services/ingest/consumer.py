@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.errors import OUTAGES as INFRASTRUCTURE
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.ingest.service import IngestService, StoreContention
+from services.outages import OUTAGES as INFRASTRUCTURE
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
