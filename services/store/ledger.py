@@ -77,8 +77,13 @@ class Ledger(Application[UUID]):
         return found
 
     def commit(self, members: Collection[Member], checkpoint: Checkpoint) -> None:
-        """Stores the members' new events and the checkpoint atomically."""
-        self.save(*members, checkpoint=checkpoint)
+        """Stores the members' new events and the checkpoint atomically.
+
+        What `Application.save` does for us, less what we do not use (its repository
+        cache, snapshots, notify hooks) and less its runtime Protocol checks on every
+        aggregate, which cost ~5% of ingestion (make bench --profile)."""
+        events = [event for member in members for event in member.collect_events()]
+        self.events.put(events, checkpoint=checkpoint)
 
     def input_position(self, topic: str, partition: int) -> int | None:
         """Offset of the last input message of that partition the store has taken in."""

@@ -6,6 +6,7 @@ which both recorders run inside the transaction that inserts the stored events.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 from uuid import UUID
@@ -53,8 +54,12 @@ FIRST_ONLY = "AND originator_version = 1 "
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+
+
 def _text(value: str) -> str:
-    return value.translate(_COPY_ESCAPES)
+    # str.translate looks every character up: most values need no escape at all.
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
 # Rows as COPY text, formatted here with one f-string a row: psycopg's per-value
