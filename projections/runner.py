@@ -77,6 +77,12 @@ class ProjectionRunner:
     def setup(self) -> None:
         self._create(indexes=True)
 
+    def close(self) -> None:
+        """Stops the writer threads and closes every connection the runner opened."""
+        self._pool.shutdown(wait=True)
+        for database in (self._db, *self._writers.values()):
+            database.close()
+
     def _create(self, indexes: bool) -> None:
         with self._db.transaction() as cur:
             # The projector and the API start together: PostgreSQL's CREATE ... IF NOT

@@ -142,7 +142,7 @@ cmd_start() {
     fi
     local t0=$SECONDS
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t 60 -o \
-      "-p $port -k $RUN -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=128MB" \
+      "-p $port -k $RUN -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
       start >/dev/null ||
       { tail -n 20 "$LOGFILE" >&2; die "PostgreSQL did not start; see $LOGFILE"; }
     say "started on 127.0.0.1:$port in $((SECONDS - t0)) s (log: $LOGFILE)"

@@ -177,4 +177,11 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/metrics/churn", get_churn)
     app.router.add_get("/metrics/liability", get_liability)
     app.router.add_get("/status", get_status)
+    app.on_cleanup.append(_close)
     return app
+
+
+async def _close(app: web.Application) -> None:
+    """The app owns the read-side connections it was given: closed when it stops."""
+    await asyncio.to_thread(app[RUNNER].close)
+    await asyncio.to_thread(app[DATABASE].close)

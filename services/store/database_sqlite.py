@@ -99,7 +99,8 @@ class SQLiteDatabase(Database):
         path = url.path
 
         def open_connection() -> sqlite3.Connection:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # Used by its own thread only; closed by whichever thread closes the database.
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             return conn
 

@@ -63,7 +63,9 @@ class DatabaseUrl:
                 "POSTGRES_PASSWORD": self.password,
                 # FACTS: the DB functions misroute events between applications sharing a schema.
                 "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-                "POSTGRES_POOL_SIZE": "4",
+                # Connections a process keeps open: one suffices between batches, and
+                # the pool grows for bursts (the rebalance listener beside a commit).
+                "POSTGRES_POOL_SIZE": "1",
             }
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         return {
