@@ -24,7 +24,7 @@ test: $(STAMP)
 
 ## make chaos: the crash test with 100 SIGKILLs of a worker mid-stream (about 10 minutes)
 chaos: $(STAMP)
-	LOYALTY_CHAOS_KILLS=100 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	LOYALTY_CHAOS_KILLS=100 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider \
 		tests/e2e/test_crash_and_rebalance.py -k killed
 
 ## make bench [EVENTS=1000000]: throughput of ingest, the pipe baseline, projections, replay

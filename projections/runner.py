@@ -124,10 +124,15 @@ class ProjectionRunner:
         starts meanwhile."""
         with self._db.transaction() as cur:
             for projection in self.projections:
+                # Under the projection's lock, and back in the same transaction: a
+                # projector following meanwhile waits, then finds its position gone and
+                # starts over, and never meets a missing table.
+                self._db.lock(cur, f"projection:{projection.name}")
                 for table in projection.tables:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
                 cur.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
-        self._create(indexes=False)
+                for statement in projection.create_statements:
+                    cur.execute(statement)
         self._indexes_due = True
 
     def catch_up(

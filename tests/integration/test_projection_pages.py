@@ -217,3 +217,31 @@ def test_processes_starting_together_create_the_read_side_once(database_url: str
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_a_projector_keeps_following_while_replays_rebuild_under_it(database_url: str) -> None:
+    context = build(Settings(database_url=database_url, daily_sweep=False))
+    ingest(context, demo())
+    expected = rebuilt(context, page=40)
+    follower, replayer = context.projection_runner(), context.projection_runner()
+    follower.page = 40
+    stopping = threading.Event()
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            follower.run_forever(stopping.is_set, idle_seconds=0.01)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        for _ in range(3):
+            replayer.rebuild()  # drops the tables the follower is writing to
+    finally:
+        stopping.set()
+        thread.join(timeout=120)
+    assert not errors
+    follower.catch_up()
+    assert dump(context) == expected
