@@ -33,9 +33,9 @@ from tests.integration.harness import read_to_end, send
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
-# Each life of a killed worker takes in a few hundred messages: the stream must outlast
+# Each life of a killed worker takes in about a thousand messages: the stream must outlast
 # every kill, and last long enough for a second worker to join mid-stream.
-BUYERS = max(1500, 60 * KILLS)
+BUYERS = max(1500, 150 * KILLS)
 PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
 
 

@@ -7,15 +7,16 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
 
 from services.bootstrap import Context, build
-from services.config import Settings
+from services.config import Settings, Topics
 from services.demo import generate
 from services.ingest.messages import InputMessage
 from tests.e2e.processes import wait_for
@@ -23,11 +24,11 @@ from tests.e2e.processes import wait_for
 pytestmark = pytest.mark.e2e
 
 
-def store_with_demo(database_url: str) -> Context:
+def store_with_demo(database_url: str, members: int = 150) -> Context:
     context = build(Settings(database_url=database_url, daily_sweep=False))
     service = context.ingest_service()
     topics = context.settings.topics
-    events = generate(members=150, seed=3, now=datetime(2026, 6, 1, tzinfo=UTC))
+    events = generate(members=members, seed=3, now=datetime(2026, 6, 1, tzinfo=UTC))
     messages = [
         InputMessage(topics.for_type(e["type"]) or "", 0, i, None, orjson.dumps(e))
         for i, e in enumerate(events)
@@ -61,39 +62,41 @@ def test_a_rebuild_equals_the_incremental_build(postgres_url: str) -> None:
 
 
 def test_a_projector_killed_mid_batch_counts_nothing_twice(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    context = store_with_demo(postgres_url)
-    # small pages: the projector is still catching up when the kills land
+    # ~10,000 events in pages of 25: the projector is still catching up when kills land.
+    context = store_with_demo(postgres_url, members=1500)
     env = {
         "PATH": "/usr/bin:/bin",
         "LOYALTY_DATABASE_URL": postgres_url,
+        "LOYALTY_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LOYALTY_TOPIC_MEMBER_EVENTS": topics.member_events,
         "LOYALTY_PROJECTION_PAGE": "25",
     }
+    last = context.ledger.last_position()
     rng = random.Random(5)
     log = (tmp_path / "projector.log").open("ab")
     for _ in range(4):
-        projector = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "projector"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        before = lowest_position(context)
+        projector = start_projector(env, log)
         try:
-            projector.wait(timeout=rng.uniform(1.5, 3.0))
-        except subprocess.TimeoutExpired:
+            # Once this life has committed a page, at a random instant: mid-transaction.
+            wait_for(
+                lambda b=before: True if lowest_position(context) > b else None,  # type: ignore[misc]
+                60,
+                "the projector's first page",
+                procs=[projector],
+            )
+            time.sleep(rng.uniform(0.0, 0.2))
+        finally:
             projector.send_signal(signal.SIGKILL)
             projector.wait()
-    projector = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "projector"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    last = context.ledger.last_position()
+        assert projector.returncode == -signal.SIGKILL
+        assert lowest_position(context) < last, "the projector caught up before the kill"
+    projector = start_projector(env, log)
     try:
         wait_for(
-            lambda: True if min(context.projection_runner().positions().values()) == last else None,
+            lambda: True if lowest_position(context) == last else None,
             120,
             "the projector to catch up",
             procs=[projector],
@@ -106,3 +109,20 @@ def test_a_projector_killed_mid_batch_counts_nothing_twice(
     context.projection_runner().reset()
     context.projection_runner().catch_up()
     assert dump(context) == after_kills
+
+
+def lowest_position(context: Context) -> int:
+    runner = context.projection_runner()
+    try:
+        return min(runner.positions().values())
+    finally:
+        runner.close()
+
+
+def start_projector(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "projector"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
