@@ -129,7 +129,7 @@ def measure_ingest(
                 first_cpu = cpu_seconds(worker.pid)
             if first is not None:
                 timeline.append((now - first, done))
-            if done >= total:
+            if done >= total and first is not None:
                 last = now
                 busy = (cpu_seconds(worker.pid) - first_cpu) / max(now - first, 1e-6)
                 log(f"ingest: the worker was on a CPU {busy:.0%} of the time")
