@@ -13,13 +13,14 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
-from services.ingest.service import IngestService, StoreContention
+from services.ingest.service import BatchReport, IngestService, Prepared, StoreContention
 from services.outages import OUTAGES as INFRASTRUCTURE
 from services.store.ledger import Ledger
 
@@ -35,6 +36,17 @@ HEARTBEAT_S = 2.0
 
 # Failures that are never a message's: retried, not dead-lettered.
 OUTAGES: tuple[type[BaseException], ...] = (StoreContention, *INFRASTRUCTURE)
+
+
+@dataclass
+class Writing:
+    """A batch decided ahead, and the task writing it."""
+
+    messages: list[InputMessage]
+    decoding: Decoding
+    prepared: Prepared
+    task: asyncio.Task[BatchReport | None] | None = None
+    letters_sent: bool = False
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -118,27 +130,74 @@ class IngestLoop:
         )
         await _start_with_retry(consumer)
         await _start_with_retry(producer)
-        # One batch is committed while the next is fetched and decoded: its decisions
-        # wait for that commit, since they build on what it leaves in the store.
-        in_flight: asyncio.Task[None] | None = None
+        # Batch N is written while batch N+1 is fetched, decoded and decided on the
+        # members as batch N left them in memory. N+1 is written only once N is stored
+        # and nothing has put the cache in doubt meanwhile (epoch); otherwise it is
+        # decided again, from the store, on the one-batch-at-a-time path.
+        writing: Writing | None = None
         try:
             while not stopping.is_set():
                 messages = await self._next_batch(consumer, stopping)
-                decoded = self._service.decode(messages)
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
+                decoding = self._service.decode(messages)
+                prepared = None
                 if messages:
-                    in_flight = asyncio.create_task(
-                        self._process(consumer, producer, messages, decoded)
-                    )
-            if in_flight is not None:
-                await in_flight
+                    in_flight = writing.prepared.event_ids if writing is not None else set()
+                    prepared = await self._prepare(decoding, in_flight)
+                if writing is not None:
+                    await self._settle(consumer, producer, writing)
+                    writing = None
+                if not messages:
+                    continue
+                if prepared is not None and prepared.epoch != self._service.members.epoch:
+                    # Its decisions live in the cached members: they go with them.
+                    self._service.members.invalidate()
+                    prepared = None
+                if prepared is not None:
+                    batch = Writing(messages, decoding, prepared)
+                    batch.task = asyncio.create_task(self._write(producer, batch))
+                    writing = batch
+                else:
+                    await self._process(consumer, producer, messages, decoding)
+            if writing is not None:
+                await self._settle(consumer, producer, writing)
+                writing = None
         finally:
-            if in_flight is not None and not in_flight.done():
-                in_flight.cancel()
+            if writing is not None and writing.task is not None and not writing.task.done():
+                writing.task.cancel()
             await consumer.stop()
             await producer.stop()
+
+    async def _prepare(self, decoding: Decoding, in_flight: set[str]) -> Prepared | None:
+        try:
+            return await asyncio.to_thread(self._service.prepare, *decoding, in_flight)
+        except Exception as exc:
+            # A message that breaks deciding: the one-batch-at-a-time path finds which.
+            log.warning("deciding a batch ahead failed (%s: %s); taking it alone", type(exc), exc)
+            return None
+
+    async def _write(self, producer: AIOKafkaProducer, batch: Writing) -> BatchReport | None:
+        """Publishes the batch's dead letters, then stores it; None if either failed."""
+        try:
+            await self._publish_dead_letters(producer, batch.decoding[1])
+            batch.letters_sent = True
+            return await asyncio.to_thread(self._service.write, batch.prepared)
+        except Exception as exc:
+            self._service.members.invalidate()
+            log.warning("writing a batch failed (%s: %s); deciding it again", type(exc), exc)
+            return None
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: Writing
+    ) -> None:
+        assert batch.task is not None
+        report = await batch.task
+        if report is None:
+            await self._process(
+                consumer, producer, batch.messages, batch.decoding, batch.letters_sent
+            )
+            return
+        self._count(report)
+        await self._commit_offsets(consumer, batch.messages)
 
     async def _next_batch(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event
@@ -177,12 +236,19 @@ class IngestLoop:
         producer: AIOKafkaProducer,
         messages: list[InputMessage],
         decoding: Decoding,
+        letters_sent: bool = False,
     ) -> None:
         # Dead letters are published before the store takes their offsets in: a crash
         # in between redelivers them (at-least-once on the dead-letter topic; readers
         # dedupe on source.topic/partition/offset), but never loses one.
-        await _retrying(lambda: self._publish_dead_letters(producer, decoding[1]))
+        if not letters_sent:
+            await _retrying(lambda: self._publish_dead_letters(producer, decoding[1]))
         await _retrying(lambda: self._take_in(producer, messages, decoding))
+        await self._commit_offsets(consumer, messages)
+
+    async def _commit_offsets(
+        self, consumer: AIOKafkaConsumer, messages: list[InputMessage]
+    ) -> None:
         # For lag tools only: the store's positions are what a restart resumes from.
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for m in messages:
@@ -213,6 +279,9 @@ class IngestLoop:
                 for half in (messages[:middle], messages[middle:]):
                     await self._take_in(producer, half, _within(decoding, half))
                 return
+        self._count(report)
+
+    def _count(self, report: BatchReport) -> None:
         for outcome, n in report.outcomes.items():
             self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
@@ -41,6 +42,28 @@ class BatchReport:
     skipped: int = 0  # messages already taken in by the store (a redelivery after a crash)
 
 
+@dataclass
+class Prepared:
+    """A batch decided on the cached members, its events collected, nothing stored yet."""
+
+    events: list[Any]
+    checkpoint: Checkpoint
+    touched: list[str]  # member ids
+    skipped: int
+    epoch: int  # the member cache's when the decisions began
+
+    @property
+    def event_ids(self) -> set[str]:
+        return {receipt.event_id for receipt in self.checkpoint.receipts}
+
+    def report(self) -> BatchReport:
+        report = BatchReport(skipped=self.skipped)
+        for (_, outcome), n in self.checkpoint.counts.items():
+            key = MessageOutcome(outcome)
+            report.outcomes[key] = report.outcomes.get(key, 0) + n
+        return report
+
+
 def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:
     """Merges the batch's partitions by occurred_at, keeping each partition's own order.
 
@@ -64,6 +87,9 @@ class MemberCache:
         self._maxsize = maxsize
         self._members: OrderedDict[str, Member] = OrderedDict()
         self._invalid = False
+        # Bumped whenever the cached members stop being trusted: a batch decided ahead
+        # under an older epoch is decided again instead of written.
+        self.epoch = 0
 
     def get(self, member_id: str) -> Member:
         member = self._members.get(member_id)
@@ -90,11 +116,13 @@ class MemberCache:
     def invalidate(self) -> None:
         """Drops every member at the next `drop_if_invalid`: safe from another thread."""
         self._invalid = True
+        self.epoch += 1
 
     def drop_if_invalid(self) -> None:
         if self._invalid:
             self._invalid = False
             self._members.clear()
+            self.epoch += 1
 
     def evict(self, member_ids: Iterable[str]) -> None:
         for member_id in member_ids:
@@ -123,27 +151,51 @@ class IngestService:
 
     def commit(self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]) -> BatchReport:
         """Decides and commits; call only once the dead letters are safely published."""
-        self.members.drop_if_invalid()
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
-            touched: dict[str, Member] = {}
+            prepared = self.prepare(decoded, dead)
             try:
-                checkpoint = self._decide(fresh_decoded, fresh_dead, touched)
-                self._ledger.commit(list(touched.values()), checkpoint)
+                self._ledger.put(prepared.events, prepared.checkpoint)
             except IntegrityError as exc:
-                self.members.evict(touched)
+                self.members.evict(prepared.touched)
                 log.warning("commit conflict (attempt %d): %s; deciding again", attempt, exc)
                 continue
             except BaseException:
-                # Pending events of a failed decision must never reach a later commit.
-                self.members.evict(touched)
+                # Decisions that were not stored must never be built on.
+                self.members.evict(prepared.touched)
                 raise
-            report = BatchReport(skipped=skipped)
-            for (_, outcome), n in checkpoint.counts.items():
-                key = MessageOutcome(outcome)
-                report.outcomes[key] = report.outcomes.get(key, 0) + n
-            return report
+            return prepared.report()
         raise StoreContention(f"batch still conflicts after {MAX_ATTEMPTS} attempts")
+
+    def prepare(
+        self,
+        decoded: Sequence[Decoded],
+        dead: Sequence[DeadLetter],
+        in_flight: Collection[str] = frozenset(),
+    ) -> Prepared:
+        """Decides a batch on the cached members without storing it. `in_flight`: the
+        event ids of a batch prepared before this one and not yet stored (its members'
+        states in the cache already include it), which count as known."""
+        epoch = self.members.epoch
+        self.members.drop_if_invalid()
+        fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
+        touched: dict[str, Member] = {}
+        try:
+            checkpoint = self._decide(fresh_decoded, fresh_dead, touched, in_flight)
+            events = [event for member in touched.values() for event in member.collect_events()]
+        except BaseException:
+            self.members.evict(touched)
+            raise
+        return Prepared(events, checkpoint, list(touched), skipped, epoch)
+
+    def write(self, prepared: Prepared) -> BatchReport:
+        """Stores a prepared batch. On failure the member cache is invalidated (not
+        evicted: another thread may be deciding the next batch on it meanwhile)."""
+        try:
+            self._ledger.put(prepared.events, prepared.checkpoint)
+        except BaseException:
+            self.members.invalidate()
+            raise
+        return prepared.report()
 
     def _not_yet_stored(
         self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]
@@ -165,14 +217,19 @@ class IngestService:
         return fresh_decoded, fresh_dead, skipped
 
     def _decide(
-        self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter], touched: dict[str, Member]
+        self,
+        decoded: Sequence[Decoded],
+        dead: Sequence[DeadLetter],
+        touched: dict[str, Member],
+        in_flight: Collection[str] = frozenset(),
     ) -> Checkpoint:
         checkpoint = Checkpoint()
         decoded = interleave(decoded)
         for letter in dead:
             m = letter.message
             checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)
-        known = self._ledger.known_event_ids({d.command.event_id for d in decoded})
+        event_ids = {d.command.event_id for d in decoded}
+        known = self._ledger.known_event_ids(event_ids) | (event_ids & set(in_flight))
         self.members.prefetch(d.command.member_id for d in decoded)
         for item in decoded:
             m, command = item.message, item.command

@@ -63,9 +63,10 @@ class DatabaseUrl:
                 "POSTGRES_PASSWORD": self.password,
                 # FACTS: the DB functions misroute events between applications sharing a schema.
                 "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-                # Connections a process keeps open: one suffices between batches, and
-                # the pool grows for bursts (the rebalance listener beside a commit).
-                "POSTGRES_POOL_SIZE": "1",
+                # Connections a process keeps open: the worker writes one batch while it
+                # decides the next (two), and the pool grows for bursts (the rebalance
+                # listener beside both).
+                "POSTGRES_POOL_SIZE": "2",
             }
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         return {
