@@ -250,9 +250,13 @@ class IngestLoop:
         self, consumer: AIOKafkaConsumer, messages: list[InputMessage]
     ) -> None:
         # For lag tools only: the store's positions are what a restart resumes from.
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for m in messages:
-            offsets[TopicPartition(m.topic, m.partition)] = OffsetAndMetadata(m.offset + 1, "")
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:  # in offset order within each partition
+            last[m.topic, m.partition] = m.offset
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "")
+            for (topic, partition), offset in last.items()
+        }
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
