@@ -5,7 +5,7 @@ Publishes a generated stream to fresh topics, then measures, each from first to 
   pipe         the ceiling: plain aiokafka consuming the same messages and COPYing as many
                rows into PostgreSQL, offsets in the same transaction
   projections  catch-up rate of every projection from an empty read side
-  replay       `loyalty replay projections`
+  replay       `loyalty replay projections`, its own figure (start-up excluded)
 and the worker's peak RSS. Figures go to bench-results/ as JSON and a PNG plot.
 """
 
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,16 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(database_url: str) -> None:
+    """Each phase starts on a checkpointed server: otherwise it pays for writing out the
+    dirty pages the phase before it left (hundreds of MB after an ingest)."""
+    try:
+        with psycopg.connect(DatabaseUrl.parse(database_url).conninfo(), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        log("no privilege to CHECKPOINT: phases may pay for the writes of the one before")
 
 
 def measure_ingest(
@@ -217,20 +228,28 @@ def measure_projections(settings: Settings) -> tuple[float, int]:
 
 
 def measure_replay(settings: Settings) -> float:
+    """The command's own figure: events over the time from its first read of the store
+    to its last write (interpreter start-up and imports are not replaying)."""
     env = {
         **os.environ,
         "LOYALTY_DATABASE_URL": settings.database_url,
         "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
     }
-    events = build(settings).ledger.last_position()
     started = time.monotonic()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "services.cli", "replay", "projections"],
         env=env,
         check=True,
         capture_output=True,
+        text=True,
     )
-    return events / (time.monotonic() - started)
+    wall = time.monotonic() - started
+    found = re.search(r"replay projections: (\d+) events, ([\d,]+) events/s", done.stdout)
+    if found is None:
+        raise RuntimeError(f"replay projections printed no rate: {done.stdout!r}")
+    events, rate = int(found[1]), float(found[2].replace(",", ""))
+    log(f"replay: {events:,} events, {rate:,.0f} events/s ({events / wall:,.0f} with start-up)")
+    return rate
 
 
 def summarise_profile(path: Path, top: int = 25) -> str:
@@ -309,6 +328,7 @@ def main() -> int:
         asyncio.run(publish_lines(lines, services.kafka_bootstrap, topics))
         timeline: list[tuple[float, int]] = []
         log("ingest: the loyalty worker, Kafka to committed domain events")
+        settle(settings.database_url)
         ingest, rss, busy = measure_ingest(settings, len(lines), timeline, args.profile)
         log(f"ingest {ingest:,.0f} events/s, worker peak rss {rss:,.0f} MB")
         if args.profile:
@@ -316,10 +336,13 @@ def main() -> int:
         if args.ingest_only:
             return 0
         log("pipe baseline")
+        settle(settings.database_url)
         pipe = asyncio.run(measure_pipe(settings, new_database(services), len(lines)))
         log(f"pipe {pipe:,.0f} events/s; projections")
+        settle(settings.database_url)
         projections, stored = measure_projections(settings)
         log(f"projections {projections:,.0f} events/s over {stored:,} stored events; replay")
+        settle(settings.database_url)
         replay = measure_replay(replace(settings))
         figures = {
             "events": len(lines),
