@@ -94,3 +94,71 @@ def clean_run(
     for start in range(0, len(messages), 500):
         service.commit(*service.decode(messages[start : start + 500]))
     return digest(context.ledger, context.program), context.ledger.message_counts()
+
+
+def cross_member_stream(
+    topics: Topics, seed: int, buyers: int
+) -> tuple[list[Record], list[Record]]:
+    """Purchases, referrals, redemptions and their upstream retries across all four
+    input topics: its ledgers depend on how topics interleave, so crash runs are checked
+    by what exactly-once means, not against a clean run. Two phases, to be published one
+    after the other has been taken in: the referrals and the buyers' purchases, then the
+    redemptions and the referees' purchases, so that most referrals are rewarded and most
+    redemptions meet the points they spend."""
+    rng = random.Random(seed)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    records: list[Record] = []
+    late: list[Record] = []
+
+    def add(
+        topic: str, key: str, body: dict[str, Any], retry: float = 0.0, into: list[Record] = records
+    ) -> None:
+        into.append((topic, key.encode(), orjson.dumps(body)))
+        if rng.random() < retry:
+            into.append((topic, key.encode(), orjson.dumps(body)))
+
+    def stamp(at: datetime) -> str:
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def purchases(member: str, at: datetime, count: int, into: list[Record] = records) -> datetime:
+        for n in range(count):
+            body = {
+                "event_id": f"{member}-p{n}",
+                "type": "purchase",
+                "member_id": member,
+                "order_id": f"o{n}",
+                "amount": f"{rng.randrange(100, 60_000) / 100:.2f}",
+                "currency": "EUR",
+                "occurred_at": stamp(at),
+            }
+            add(topics.purchases, member, body, retry=0.1, into=into)
+            at += timedelta(hours=rng.randrange(1, 24 * 40))
+        return at
+
+    for b in range(buyers):
+        member = f"buyer-{b:04d}"
+        at = purchases(member, t0 + timedelta(hours=rng.randrange(24 * 30)), rng.randrange(3, 9))
+        for n in range(rng.randrange(1, 4)):
+            redemption = {
+                "event_id": f"{member}-d{n}",
+                "type": "redemption",
+                "member_id": member,
+                "points": rng.randrange(50, 3000),  # some beyond the balance: declined
+                "reward": "voucher",
+                "occurred_at": stamp(at + timedelta(days=n + 1)),
+            }
+            add(topics.redemptions, member, redemption, retry=0.1, into=late)
+        if rng.random() < 0.3:
+            friend = f"friend-{b:04d}"
+            referred = t0 + timedelta(days=rng.randrange(0, 200))
+            referral = {
+                "event_id": f"{friend}-ref",
+                "type": "referral",
+                "referrer_id": member,
+                "referee_id": friend,
+                "occurred_at": stamp(referred),
+            }
+            add(topics.referrals, friend, referral, retry=0.1)
+            # Day 1 to 120 after the referral: inside the 90-day window or not.
+            purchases(friend, referred + timedelta(days=rng.randrange(1, 120)), 2, late)
+    return records, late

@@ -1,13 +1,15 @@
 """Exactly-once under SIGKILL, rebalances and redelivery (CONTRACT section 2).
 
 Each test compares the store the workers built with a clean run: every partition's
-records applied once, in order, into a fresh store. `make test` runs a quick variant;
-`make chaos` sets LOYALTY_CHAOS_KILLS=100.
+records applied once, in order, into a fresh store; a stream over all four topics, whose
+ledgers depend on how topics interleave, is checked by what exactly-once means instead.
+`make test` runs a quick variant; `make chaos` sets LOYALTY_CHAOS_KILLS=100.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
@@ -27,7 +29,7 @@ from services.bootstrap import build
 from services.config import Settings, Topics
 from services.digest import digest
 from services.ingest.messages import InputMessage
-from tests.e2e.chaos import clean_run, stream
+from tests.e2e.chaos import clean_run, cross_member_stream, stream
 from tests.e2e.processes import free_port, loyalty_env, wait_for
 from tests.integration.harness import read_to_end, send
 
@@ -124,12 +126,76 @@ def test_a_worker_killed_at_random_instants_ends_as_a_clean_run(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, published: Published, tmp_path: Path
 ) -> None:
     env = worker_env(kafka_bootstrap, postgres_url, topics)
-    rng = random.Random(KILLS)
-    log = tmp_path / "worker.log"
     total = len(published.records)
+    mid_batch = kill_repeatedly(env, postgres_url, total, tmp_path / "worker.log", KILLS)
+    print(
+        f"{KILLS} kills ({mid_batch} after a commit of that life), {accounted(postgres_url)} "
+        f"of {total} messages taken in before the last restart"
+    )
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        settle(postgres_url, total, [worker])
+    finally:
+        stop(worker)
+    assert_same_as_clean_run(postgres_url, published)
+
+
+def test_referral_bonuses_and_redemptions_stay_exactly_once_under_sigkill(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics, tmp_path: Path
+) -> None:
+    # Given a stream over all four topics, whose ledgers depend on how topics interleave
+    early, late = cross_member_stream(topics, seed=17, buyers=900)
+    records = [*early, *late]
+    env = worker_env(kafka_bootstrap, postgres_url, topics)
+    log = tmp_path / "worker.log"
+
+    # When a worker is killed mid-stream again and again in each phase, then left to finish
+    for phase, kills in ((early, 3), (late, 1)):
+        asyncio.run(send(kafka_bootstrap, phase))
+        expected = accounted(postgres_url) + len(phase)
+        kill_repeatedly(env, postgres_url, expected, log, kills)
+        worker = start_worker(env, log)
+        try:
+            settle(postgres_url, expected, [worker])
+        finally:
+            stop(worker)
+
+    # Then every message is counted once, every event_id decided once, and every
+    # rewarded referral credited its referrer exactly once (a cross-member write)
+    context = build(Settings(database_url=postgres_url))
+    counts = context.ledger.message_counts()
+    assert sum(counts.values()) == len(records)
+    assert counts[(topics.purchases, "duplicate")] > 0
+    assert counts[(topics.referrals, "duplicate")] > 0
+    assert counts[(topics.redemptions, "duplicate")] > 0
+    decided: dict[str, Counter[str]] = {}
+    for event in stored_events(context):
+        kind = type(event).__name__
+        if kind not in {"Registered", "PointsExpired", "TierChanged", "QualifyingPointsChanged"}:
+            decided.setdefault(kind, Counter())[event.event_id] += 1
+    for kind, ids in decided.items():
+        assert max(ids.values()) == 1, f"an event_id decided twice as {kind}"
+    rewarded, credited = decided["ReferralRewarded"], decided["ReferrerBonusEarned"]
+    assert rewarded and set(rewarded) == set(credited)
+    assert decided["PointsRedeemed"] and decided["RedemptionDeclined"]
+    print(
+        f"{len(records)} messages, {len(rewarded)} referral bonuses, "
+        f"{len(decided['PointsRedeemed'])} redemptions and "
+        f"{len(decided['RedemptionDeclined'])} declined, each decided once"
+    )
+    receipts = sum(n for (_, outcome), n in counts.items() if outcome in {"applied", "rejected"})
+    assert receipts == len({json.loads(value)["event_id"] for _, _, value in records})
+
+
+def kill_repeatedly(
+    env: dict[str, str], database_url: str, total: int, log: Path, kills: int
+) -> int:
+    """Starts a worker and SIGKILLs it, `kills` times: mostly at a random instant after
+    that life's first commit, sometimes while it starts. Returns the former's count."""
+    rng = random.Random(kills)
     mid_batch = 0
-    for kill in range(KILLS):
-        before = accounted(postgres_url)
+    for kill in range(kills):
+        before = accounted(database_url)
         worker = start_worker(env, log)
         try:
             if rng.random() < 0.2:
@@ -137,7 +203,7 @@ def test_a_worker_killed_at_random_instants_ends_as_a_clean_run(
             else:
                 # Once this life has committed, at a random instant: mostly mid-batch.
                 wait_for(
-                    partial(progressed, postgres_url, before),
+                    partial(progressed, database_url, before),
                     60,
                     "the restarted worker's first commit",
                     [worker],
@@ -148,18 +214,20 @@ def test_a_worker_killed_at_random_instants_ends_as_a_clean_run(
             worker.kill()
             worker.wait()
         assert worker.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-        done = accounted(postgres_url)
-        assert done < total, f"the stream ended after {kill + 1} of {KILLS} kills: make it longer"
-    print(
-        f"{KILLS} kills ({mid_batch} after a commit of that life), {accounted(postgres_url)} "
-        f"of {total} messages taken in before the last restart"
-    )
-    worker = start_worker(env, log)
-    try:
-        settle(postgres_url, total, [worker])
-    finally:
-        stop(worker)
-    assert_same_as_clean_run(postgres_url, published)
+        done = accounted(database_url)
+        assert done < total, f"the stream ended after {kill + 1} of {kills} kills: make it longer"
+    return mid_batch
+
+
+def stored_events(context: Any) -> list[Any]:
+    events: list[Any] = []
+    position = 0
+    while page := context.ledger.store.select_notifications(
+        position, 5000, inclusive_of_start=False
+    ):
+        events.extend(context.ledger.mapper.to_domain_event(n) for n in page)
+        position = page[-1].id
+    return events
 
 
 def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
