@@ -21,6 +21,8 @@ def services() -> Iterator[Services]:
     try:
         yield started
     finally:
+        if started.postgres_is_shared:
+            drop_databases(CREATED)
         started.stop()
 
 
@@ -38,9 +40,27 @@ def _create_database(server_url: str, name: str) -> str:
     return f"postgresql://{auth}@{url.host}:{url.port}/{name}"
 
 
+# Databases made by this process: a test session (or the bench) drops them at its end.
+CREATED: list[str] = []
+
+
 def new_database(services: Services) -> str:
     """A fresh, empty PostgreSQL database on the tests' server; its URL."""
-    return _create_database(services.postgres_url, f"t_{uuid.uuid4().hex[:12]}")
+    url = _create_database(services.postgres_url, f"t_{uuid.uuid4().hex[:12]}")
+    CREATED.append(url)
+    return url
+
+
+def drop_databases(urls: list[str]) -> None:
+    """Drops them, closing what still holds them open; one that cannot be dropped stays."""
+    while urls:
+        url = DatabaseUrl.parse(urls.pop())
+        admin = DatabaseUrl(**{**url.__dict__, "dbname": "postgres"})
+        try:
+            with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{url.dbname}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ class Services:
     kafka_bootstrap: str
     postgres_url: str  # a server URL; tests create their own databases in it
     stops: list[Callable[[], None]] = field(default_factory=list)
+    # A server given by LOYALTY_DATABASE_URL outlives the session: the databases made in
+    # it are dropped at the end. Servers the session started go, with their data, anyway.
+    postgres_is_shared: bool = False
 
     def stop(self) -> None:
         for stop in reversed(self.stops):
@@ -109,7 +112,9 @@ def start_services() -> Services:
     kafka = os.environ.get("LOYALTY_KAFKA_BOOTSTRAP")
     database = os.environ.get("LOYALTY_DATABASE_URL", "")
     postgres = database if database.startswith("postgres") else None
-    services = Services(kafka_bootstrap=kafka or "", postgres_url=postgres or "")
+    services = Services(
+        kafka_bootstrap=kafka or "", postgres_url=postgres or "", postgres_is_shared=bool(postgres)
+    )
     docker = (kafka is None or postgres is None) and _docker_available()
     if kafka is None:
         if docker:

@@ -36,7 +36,7 @@ from services.config import Settings, Topics
 from services.demo import generate
 from services.publish import publish_lines
 from services.store.urls import DatabaseUrl
-from tests.conftest import create_topics, new_database
+from tests.conftest import CREATED, create_topics, drop_databases, new_database
 from tests.infra import start_services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,6 +307,9 @@ def main() -> int:
     parser.add_argument(
         "--ingest-only", action="store_true", help="stop after the ingest figure (for profiling)"
     )
+    parser.add_argument(
+        "--keep-stores", action="store_true", help="leave the bench's databases for a look"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     services = start_services()
@@ -371,6 +374,11 @@ def main() -> int:
         )
         return 0
     finally:
+        # Its stores (~1.5 GB at a million events) would otherwise stay on the server.
+        if args.keep_stores:
+            log(f"stores kept: {', '.join(CREATED)}")
+        else:
+            drop_databases(CREATED)
         services.stop()
 
 
