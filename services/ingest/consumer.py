@@ -132,8 +132,10 @@ class IngestLoop:
         await _start_with_retry(producer)
         # Batch N is written while batch N+1 is fetched, decoded and decided on the
         # members as batch N left them in memory. N+1 is written only once N is stored
-        # and nothing has put the cache in doubt meanwhile (epoch); otherwise it is
-        # decided again, from the store, on the one-batch-at-a-time path.
+        # and nothing has put the cache in doubt while it was decided (epoch); otherwise
+        # it is decided again, from the store, on the one-batch-at-a-time path. (A cache
+        # dropped before N+1 was decided held the store's state without N: the store's
+        # (aggregate, version) key refuses whatever N+1 wrote over N.)
         writing: Writing | None = None
         try:
             while not stopping.is_set():

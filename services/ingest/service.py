@@ -88,7 +88,7 @@ class MemberCache:
         self._members: OrderedDict[str, Member] = OrderedDict()
         self._invalid = False
         # Bumped whenever the cached members stop being trusted: a batch decided ahead
-        # under an older epoch is decided again instead of written.
+        # while it moved is decided again instead of written.
         self.epoch = 0
 
     def get(self, member_id: str) -> Member:
@@ -122,7 +122,6 @@ class MemberCache:
         if self._invalid:
             self._invalid = False
             self._members.clear()
-            self.epoch += 1
 
     def evict(self, member_ids: Iterable[str]) -> None:
         for member_id in member_ids:
@@ -229,7 +228,7 @@ class IngestService:
             m = letter.message
             checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)
         event_ids = {d.command.event_id for d in decoded}
-        known = self._ledger.known_event_ids(event_ids) | (event_ids & set(in_flight))
+        known = self._ledger.known_event_ids(event_ids) | event_ids.intersection(in_flight)
         self.members.prefetch(d.command.member_id for d in decoded)
         for item in decoded:
             m, command = item.message, item.command
