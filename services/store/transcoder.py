@@ -52,11 +52,8 @@ class OrjsonTranscoder(Transcoder):
     _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
     def encode(self, obj: Any) -> bytes:
-        # Event states rarely hold a UUID: copying them to tag one is the exception, and
-        # a flat state of plain values (most of them) is cleared without a Python loop.
-        if not (type(obj) is dict and _PLAIN.issuperset(map(type, obj.values()))) and (
-            _holds_uuid((obj,))
-        ):
+        # Event states rarely hold a UUID: copying them to tag one is the exception.
+        if _holds_uuid((obj,)):
             obj = _tag_uuids(obj)
         return orjson.dumps(obj, default=_default, option=self._OPTIONS)
 
@@ -66,6 +63,9 @@ class OrjsonTranscoder(Transcoder):
 
 def _holds_uuid(value: Any) -> bool:
     items = value.values() if isinstance(value, dict) else value
+    # Most containers (most states) hold plain values only: cleared without a Python loop.
+    if _PLAIN.issuperset(map(type, items)):
+        return False
     for item in items:
         kind = type(item)
         if kind in _PLAIN:
