@@ -75,15 +75,6 @@ class ProjectionRunner:
         self._pool = ThreadPoolExecutor(len(self.projections), thread_name_prefix="projection")
 
     def setup(self) -> None:
-        self._create(indexes=True)
-
-    def close(self) -> None:
-        """Stops the writer threads and closes every connection the runner opened."""
-        self._pool.shutdown(wait=True)
-        for database in (self._db, *self._writers.values()):
-            database.close()
-
-    def _create(self, indexes: bool) -> None:
         with self._db.transaction() as cur:
             # The projector and the API start together: PostgreSQL's CREATE ... IF NOT
             # EXISTS is not safe against a concurrent twin, so creators take turns.
@@ -91,10 +82,14 @@ class ProjectionRunner:
             cur.execute(CREATE_POSITIONS)
             cur.execute(CREATE_REBUILDS)
             for projection in self.projections:
-                for statement in projection.create_statements:
+                for statement in (*projection.create_statements, *projection.index_statements):
                     cur.execute(statement)
-                for statement in projection.index_statements if indexes else ():
-                    cur.execute(statement)
+
+    def close(self) -> None:
+        """Stops the writer threads and closes every connection the runner opened."""
+        self._pool.shutdown(wait=True)
+        for database in (self._db, *self._writers.values()):
+            database.close()
 
     def positions(self) -> dict[str, int]:
         rows = {name: int(position) for name, position in self._db.query(SELECT_POSITIONS)}
