@@ -10,9 +10,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import orjson
 import psycopg
 import pytest
 
@@ -20,34 +19,18 @@ from projections.runner import default_projections
 from services.bootstrap import Context, build
 from services.config import Settings, Topics
 from services.demo import generate
-from services.ingest.messages import InputMessage
 from services.store.urls import DatabaseUrl
 from tests.e2e.processes import wait_for
+from tests.integration.harness import commit_events, read_models
 
 pytestmark = pytest.mark.e2e
 
 
 def store_with_demo(database_url: str, members: int = 150) -> Context:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    service = context.ingest_service()
-    topics = context.settings.topics
     events = generate(members=members, seed=3, now=datetime(2026, 6, 1, tzinfo=UTC))
-    messages = [
-        InputMessage(topics.for_type(e["type"]) or "", 0, i, None, orjson.dumps(e))
-        for i, e in enumerate(events)
-    ]
-    for start in range(0, len(messages), 300):
-        service.commit(*service.decode(messages[start : start + 300]))
+    commit_events(context, events, batch=300)
     return context
-
-
-def dump(context: Context) -> dict[str, list[Any]]:
-    db = context.database()
-    return {
-        table: sorted((tuple(row) for row in db.query(f"SELECT * FROM {table}")), key=repr)
-        for projection in context.projection_runner().projections
-        for table in projection.tables
-    }
 
 
 def test_a_rebuild_equals_the_incremental_build(postgres_url: str) -> None:
@@ -55,13 +38,13 @@ def test_a_rebuild_equals_the_incremental_build(postgres_url: str) -> None:
     runner = context.projection_runner()
     runner.page = 37  # many small transactions, as a projector following a live store does
     runner.catch_up()
-    incremental = dump(context)
+    incremental = read_models(context)
     assert len(incremental["member_balances"]) == 150
 
     runner.reset()
-    assert dump(context)["member_balances"] == []
+    assert read_models(context)["member_balances"] == []
     context.projection_runner().catch_up()
-    assert dump(context) == incremental
+    assert read_models(context) == incremental
 
 
 def test_a_projector_killed_mid_batch_counts_nothing_twice(
@@ -108,11 +91,11 @@ def test_a_projector_killed_mid_batch_counts_nothing_twice(
     finally:
         projector.terminate()
         projector.wait(timeout=20)
-    after_kills = dump(context)
+    after_kills = read_models(context)
 
     context.projection_runner().reset()
     context.projection_runner().catch_up()
-    assert dump(context) == after_kills
+    assert read_models(context) == after_kills
 
 
 def lowest_position(context: Context) -> int:

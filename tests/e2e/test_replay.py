@@ -21,9 +21,8 @@ from services.program import DEFAULT_PROGRAM_PATH
 from tests.conftest import new_database
 from tests.e2e.chaos import stream
 from tests.e2e.processes import free_port, loyalty_env
-from tests.e2e.test_projections_rebuild import dump
 from tests.infra import Services
-from tests.integration.harness import context_for, ingest_all, wait_until
+from tests.integration.harness import context_for, ingest_all, read_models, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -65,13 +64,13 @@ async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes
 ) -> None:
     context = await live_store(kafka_bootstrap, postgres_url, topics)
     env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
-    before = dump(context)
+    before = read_models(context)
 
     replayed = loyalty("replay", "projections", env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert "replay projections:" in replayed.stdout
     assert "events/s" in replayed.stderr  # the progress line
-    assert dump(context) == before
+    assert read_models(context) == before
 
     copy = new_database(services)
     rebuilt = loyalty("replay", "stream", "--into", copy, env=env)
@@ -109,7 +108,7 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
     context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
-    before = dump(context)
+    before = read_models(context)
     env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
     # A query per event read: the kill lands with ~100 of ~1,700 events rebuilt, where
     # pages of 20 (merged by projections that fall behind) were sometimes all done.
@@ -131,7 +130,7 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert runner.rebuilding()
-    assert dump(context) != before
+    assert read_models(context) != before
     status, body = asyncio.run(api_get(context, "/members/buyer-0001"))
     assert status == 503
     assert "read models are being rebuilt" in body["error"]
@@ -141,6 +140,6 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     rerun = loyalty("replay", "projections", env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert not runner.rebuilding()
-    assert dump(context) == before
+    assert read_models(context) == before
     status, body = asyncio.run(api_get(context, "/members/buyer-0001"))
     assert status == 200 and body["member_id"] == "buyer-0001"

@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.bootstrap import Context, build
 from services.config import Settings, Topics
 from services.ingest.consumer import IngestLoop
+from services.ingest.messages import InputMessage
+from services.ingest.service import IngestService
 from services.status import end_offsets
 
 
@@ -113,3 +115,39 @@ async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
+
+
+def ingest_service(database_url: str) -> IngestService:
+    """What a worker process decides and commits with, on a store of its own."""
+    return build(Settings(database_url=database_url, daily_sweep=False)).ingest_service()
+
+
+def commit_events(
+    context: Context, events: Sequence[dict[str, Any]], first_offset: int = 0, batch: int = 200
+) -> None:
+    """Takes events in straight through the ingest service, in batches, as one partition
+    of their topics would bring them (no broker)."""
+    service = context.ingest_service()
+    topics = context.settings.topics
+    messages = [
+        InputMessage(topics.for_type(e["type"]) or "", 0, first_offset + i, None, orjson.dumps(e))
+        for i, e in enumerate(events)
+    ]
+    for start in range(0, len(messages), batch):
+        service.commit(*service.decode(messages[start : start + batch]))
+
+
+def read_models(context: Context, *also: str) -> dict[str, list[Any]]:
+    """Every read-model table's rows (and those of the tables `also` names), sorted: two
+    states compare equal when they hold the same rows."""
+    runner = context.projection_runner()
+    db = context.database()
+    try:
+        tables = {t for p in runner.projections for t in p.tables} | set(also)
+        return {
+            table: sorted((tuple(row) for row in db.query(f"SELECT * FROM {table}")), key=repr)
+            for table in sorted(tables)
+        }
+    finally:
+        runner.close()
+        db.close()

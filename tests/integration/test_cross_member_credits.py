@@ -5,10 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.bootstrap import build
 from services.config import Settings
 from services.ingest.messages import InputMessage
-from services.ingest.service import IngestService
+from tests.integration.harness import ingest_service
 
 pytestmark = pytest.mark.integration
 
@@ -17,16 +16,12 @@ def message(topic: str, offset: int, **fields: object) -> InputMessage:
     return InputMessage(topic, 0, offset, None, orjson.dumps(fields))
 
 
-def worker(database_url: str) -> IngestService:
-    return build(Settings(database_url=database_url, daily_sweep=False)).ingest_service()
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_bonus_written_by_another_worker_is_not_lost_by_the_referrers_owner(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
     url = request.getfixturevalue(f"{backend}_url")
-    owner_of_bob, owner_of_cy = worker(url), worker(url)
+    owner_of_bob, owner_of_cy = ingest_service(url), ingest_service(url)
     t = Settings().topics
 
     # bob's owner caches bob at 100 points

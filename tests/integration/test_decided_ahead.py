@@ -16,9 +16,9 @@ from eventsourcing.persistence import IntegrityError
 from services.bootstrap import build
 from services.config import Settings
 from services.ingest.messages import InputMessage
-from services.ingest.service import IngestService
 from services.store.checkpoint import MessageOutcome
 from tests.conftest import new_database
+from tests.integration.harness import ingest_service
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,6 @@ def purchase(offset: int, event_id: str, member_id: str, order_id: str, day: int
         currency="EUR",
     )
     return InputMessage(TOPIC, 0, offset, member_id.encode(), orjson.dumps(fields))
-
-
-def worker(database_url: str) -> IngestService:
-    return build(Settings(database_url=database_url, daily_sweep=False)).ingest_service()
 
 
 def batches() -> list[list[InputMessage]]:
@@ -66,7 +62,7 @@ def test_batches_decided_ahead_store_what_one_at_a_time_stores(
         request.getfixturevalue(f"{backend}_url"),
         second_store(backend, request),
     )
-    ahead, one_at_a_time = worker(ahead_url), worker(one_at_a_time_url)
+    ahead, one_at_a_time = ingest_service(ahead_url), ingest_service(one_at_a_time_url)
 
     for batch in batches():
         one_at_a_time.commit(*one_at_a_time.decode(batch))
@@ -106,7 +102,7 @@ def test_a_failed_write_puts_the_batch_decided_on_top_of_it_in_doubt(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
     url = request.getfixturevalue(f"{backend}_url")
-    ours, other = worker(url), worker(url)
+    ours, other = ingest_service(url), ingest_service(url)
     first = [purchase(0, "a1", "ann", "o1", 1)]
     second = [purchase(1, "a2", "ann", "o2", 2)]
 

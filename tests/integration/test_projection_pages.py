@@ -9,7 +9,6 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pytest
 
 from projections.base import iso
@@ -17,7 +16,7 @@ from projections.runner import ProjectionRunner
 from services.bootstrap import Context, build
 from services.config import Settings
 from services.demo import generate
-from services.ingest.messages import InputMessage
+from tests.integration.harness import commit_events, read_models
 
 pytestmark = pytest.mark.integration
 
@@ -27,28 +26,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-def ingest(context: Context, events: list[dict[str, Any]], first_offset: int = 0) -> None:
-    service = context.ingest_service()
-    topics = context.settings.topics
-    messages = [
-        InputMessage(topics.for_type(e["type"]) or "", 0, first_offset + i, None, orjson.dumps(e))
-        for i, e in enumerate(events)
-    ]
-    for start in range(0, len(messages), 200):
-        service.commit(*service.decode(messages[start : start + 200]))
-
-
 def demo(members: int = 40) -> list[dict[str, Any]]:
     return list(generate(members=members, seed=11, now=datetime(2026, 6, 1, tzinfo=UTC)))
-
-
-def dump(context: Context) -> dict[str, list[Any]]:
-    db = context.database()
-    tables = {t for p in context.projection_runner().projections for t in p.tables}
-    return {
-        table: sorted((tuple(row) for row in db.query(f"SELECT * FROM {table}")), key=repr)
-        for table in sorted(tables | {"projection_positions"})
-    }
 
 
 def rebuilt(context: Context, page: int) -> dict[str, list[Any]]:
@@ -56,7 +35,7 @@ def rebuilt(context: Context, page: int) -> dict[str, list[Any]]:
     runner.reset()
     runner.page = page
     runner.catch_up()
-    return dump(context)
+    return read_models(context, "projection_positions")
 
 
 def at(clock: str) -> str:
@@ -89,7 +68,7 @@ CRAFTED: list[dict[str, Any]] = [
 
 def crafted_store(database_url: str) -> Context:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    ingest(context, CRAFTED)
+    commit_events(context, CRAFTED)
     context.ingest_service().sweep(["ann", "bob", "cy"], datetime(2026, 2, 1, tzinfo=UTC))
     return context
 
@@ -111,7 +90,7 @@ def test_whole_pages_give_the_rows_of_one_event_at_a_time(database_url: str) -> 
 
 def test_a_demo_stream_folded_in_pages_equals_one_event_at_a_time(database_url: str) -> None:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    ingest(context, demo())
+    commit_events(context, demo())
     one_by_one = rebuilt(context, page=1)
     assert len(one_by_one["member_balances"]) == 40
     for page in (7, 250, 5000):
@@ -121,7 +100,7 @@ def test_a_demo_stream_folded_in_pages_equals_one_event_at_a_time(database_url: 
 def test_the_rows_agree_with_the_members_the_store_holds(database_url: str) -> None:
     """An independent model: each member's aggregate, loaded from its events."""
     context = crafted_store(database_url)
-    ingest(context, demo(), first_offset=len(CRAFTED))
+    commit_events(context, demo(), first_offset=len(CRAFTED))
     tables = rebuilt(context, page=64)
     program = context.program
     ids = context.ledger.member_ids()
@@ -148,7 +127,7 @@ def test_the_rows_agree_with_the_members_the_store_holds(database_url: str) -> N
 
 def test_a_projection_behind_the_others_catches_up_alone(database_url: str) -> None:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    ingest(context, demo())
+    commit_events(context, demo())
     expected = rebuilt(context, page=100)
     # The lots projection starts over (its table and position dropped, as the README
     # says), while the others stand at the log's end.
@@ -159,7 +138,7 @@ def test_a_projection_behind_the_others_catches_up_alone(database_url: str) -> N
     runner = context.projection_runner()
     runner.page = 100
     runner.catch_up()
-    assert dump(context) == expected
+    assert read_models(context, "projection_positions") == expected
 
 
 def test_runners_taking_turns_read_back_what_the_other_wrote(database_url: str) -> None:
@@ -168,18 +147,18 @@ def test_runners_taking_turns_read_back_what_the_other_wrote(database_url: str) 
     third = len(events) // 3
     first, second = context.projection_runner(), context.projection_runner()
     first.page = second.page = 50
-    ingest(context, events[:third])
+    commit_events(context, events[:third])
     first.catch_up()  # now holds the rows it wrote
-    ingest(context, events[third : 2 * third], first_offset=third)
+    commit_events(context, events[third : 2 * third], first_offset=third)
     second.catch_up()  # moves every projection on behind the first's back
-    ingest(context, events[2 * third :], first_offset=2 * third)
+    commit_events(context, events[2 * third :], first_offset=2 * third)
     first.catch_up()  # must not trust the rows it remembers
-    assert dump(context) == rebuilt(context, page=50)
+    assert read_models(context, "projection_positions") == rebuilt(context, page=50)
 
 
 def test_racing_runners_apply_each_event_once(database_url: str) -> None:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    ingest(context, demo())
+    commit_events(context, demo())
     expected = rebuilt(context, page=40)
     context.projection_runner().reset()
     runners = [context.projection_runner() for _ in range(2)]
@@ -198,7 +177,7 @@ def test_racing_runners_apply_each_event_once(database_url: str) -> None:
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
-    assert dump(context) == expected
+    assert read_models(context, "projection_positions") == expected
 
 
 def test_processes_starting_together_create_the_read_side_once(database_url: str) -> None:
@@ -221,7 +200,7 @@ def test_processes_starting_together_create_the_read_side_once(database_url: str
 
 def test_a_projector_keeps_following_while_replays_rebuild_under_it(database_url: str) -> None:
     context = build(Settings(database_url=database_url, daily_sweep=False))
-    ingest(context, demo())
+    commit_events(context, demo())
     expected = rebuilt(context, page=40)
     follower, replayer = context.projection_runner(), context.projection_runner()
     follower.page = 40
@@ -244,4 +223,4 @@ def test_a_projector_keeps_following_while_replays_rebuild_under_it(database_url
         thread.join(timeout=120)
     assert not errors
     follower.catch_up()
-    assert dump(context) == expected
+    assert read_models(context, "projection_positions") == expected
