@@ -24,12 +24,22 @@ cmd_env() {
 }
 
 cmd_up() {
-  local t0=$SECONDS
-  bash "$KAFKA" fetch
-  bash "$KAFKA" start "${KAFKA_PORT:-9092}" >&2
-  bash "$KAFKA" topics "${KAFKA_PORT:-9092}"
-  bash "$PG" install
-  bash "$PG" start "${PG_PORT:-55432}" >&2
+  local t0=$SECONDS kport=${KAFKA_PORT:-9092} kafka_was_up=0 pg_was_up=0
+  # A failed `up` stops only what it started, not a broker or server that already ran.
+  bash "$KAFKA" status "$kport" >/dev/null 2>&1 && kafka_was_up=1
+  bash "$PG" status >/dev/null 2>&1 && pg_was_up=1
+  if ! {
+    bash "$KAFKA" fetch &&
+      bash "$KAFKA" start "$kport" >&2 &&
+      bash "$KAFKA" topics "$kport" &&
+      bash "$PG" install &&
+      bash "$PG" start "${PG_PORT:-55432}" >&2
+  }; then
+    echo "local.sh: set-up failed; stopping what it started" >&2
+    ((kafka_was_up)) || bash "$KAFKA" stop || true
+    ((pg_was_up)) || bash "$PG" stop || true
+    exit 1
+  fi
   echo "local.sh: Kafka and PostgreSQL up in $((SECONDS - t0)) s; logs in .local/logs" >&2
   cmd_env
 }

@@ -6,21 +6,26 @@ cd "$(dirname "$0")/.."
 mkdir -p .local/logs
 PY=.venv/bin/python
 
+pids=()
+# Runs however far the script got: a failed or interrupted `local.sh up` may have left Kafka
+# running alone, and `down` is a no-op for what is not running.
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping worker, projector, api, Kafka and PostgreSQL..."
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
+  bash deploy/local.sh down || echo "run.sh: stopping Kafka or PostgreSQL failed (see above)" >&2
+}
+trap stop EXIT
+# exit, not stop: after a trapped signal bash would carry on with the next command.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 bash deploy/local.sh up
 eval "$(bash deploy/local.sh env)"
 export LOYALTY_API_PORT=${LOYALTY_API_PORT:-8080}
 # The demo stream spans the past 400 days; a wall-clock sweep must not run ahead of it.
 export LOYALTY_DAILY_SWEEP=${LOYALTY_DAILY_SWEEP:-off}
-
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  echo; echo "stopping worker, projector, api, Kafka and PostgreSQL..."
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  bash deploy/local.sh down
-}
-trap stop INT TERM EXIT
 
 for role in worker projector api; do
   $PY -m services.cli "$role" > ".local/logs/$role.log" 2>&1 &

@@ -17,13 +17,16 @@ from tests.infra import Services, start_services
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
+    # A set-up that fails midway stops what it had started before raising (start_services).
     started = start_services()
     try:
         yield started
     finally:
-        if started.postgres_is_shared:
-            drop_databases(CREATED)
-        started.stop()
+        try:
+            if started.postgres_is_shared:
+                drop_databases(CREATED)
+        finally:
+            started.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@
 2. Else, where a Docker engine answers: testcontainers' Kafka and PostgreSQL modules.
 3. Else: the project's own scripts start the Apache Kafka jars and Debian's PostgreSQL
    under `.local/` (what CI and these Docker-less machines do).
-Whatever this module started, it stops at the end of the session.
+Whatever this module started, it stops at the end of the session, or at once when the
+set-up fails midway.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +35,15 @@ class Services:
     postgres_is_shared: bool = False
 
     def stop(self) -> None:
-        for stop in reversed(self.stops):
-            stop()
+        """Every stop runs, even after one fails; the first failure is raised at the end."""
+        failure: BaseException | None = None
+        while self.stops:
+            try:
+                self.stops.pop()()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def _docker_available() -> bool:
@@ -70,8 +80,8 @@ def _session_home(kind: str, services: Services) -> str:
     return home
 
 
-def _stop(script: str, env: dict[str, str]) -> None:
-    _script(script, "stop", env=env)
+def _stop(script: str, command: str, env: dict[str, str]) -> None:
+    _script(script, command, env=env)
 
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"  # the same Apache Kafka as deploy/kafka/pom.xml
@@ -108,24 +118,41 @@ def _kafka_container(services: Services) -> str:
     return f"{host}:{port}"
 
 
-def start_services() -> Services:
+def start_services(*, docker: bool | None = None) -> Services:
+    """docker: False keeps to the project's scripts even where a Docker engine answers;
+    None asks the engine."""
     kafka = os.environ.get("LOYALTY_KAFKA_BOOTSTRAP")
     database = os.environ.get("LOYALTY_DATABASE_URL", "")
     postgres = database if database.startswith("postgres") else None
     services = Services(
         kafka_bootstrap=kafka or "", postgres_url=postgres or "", postgres_is_shared=bool(postgres)
     )
-    docker = (kafka is None or postgres is None) and _docker_available()
-    if kafka is None:
+    if docker is None:
+        docker = (kafka is None or postgres is None) and _docker_available()
+    try:
+        _start(services, kafka is None, postgres is None, docker)
+    except BaseException:
+        # A broker left running by a failed set-up outlives pytest and holds its port.
+        try:
+            services.stop()
+        except Exception as exc:
+            print(f"tests/infra.py: stopping after a failed set-up failed: {exc}", file=sys.stderr)
+        raise
+    return services
+
+
+def _start(services: Services, kafka: bool, postgres: bool, docker: bool) -> None:
+    if kafka:
         if docker:
             services.kafka_bootstrap = _kafka_container(services)
         else:
             port = int(os.environ.get("LOYALTY_TEST_KAFKA_PORT", _free_port()))
             env = {"KAFKA_PORT": str(port), "KAFKA_HOME": _session_home("kafka", services)}
+            # Before the start: a start that fails midway may leave a broker behind.
+            services.stops.append(partial(_stop, "deploy/kafka/kafka.sh", "stop", env))
             _script("deploy/kafka/kafka.sh", "start", str(port), env=env)
             services.kafka_bootstrap = f"127.0.0.1:{port}"
-            services.stops.append(lambda env=env: _stop("deploy/kafka/kafka.sh", env))
-    if postgres is None:
+    if postgres:
         if docker:
             from testcontainers.postgres import PostgresContainer
 
@@ -136,8 +163,9 @@ def start_services() -> Services:
         else:
             port = int(os.environ.get("LOYALTY_TEST_PG_PORT", _free_port()))
             env = {"PG_PORT": str(port), "PG_HOME": _session_home("pg", services)}
+            # destroy, not stop: run as root from a private folder, the server's data lives
+            # outside PG_HOME (see pg.sh), where removing PG_HOME would leave it behind.
+            services.stops.append(partial(_stop, "deploy/postgres/pg.sh", "destroy", env))
             _script("deploy/postgres/pg.sh", "install", env=env)
             out = _script("deploy/postgres/pg.sh", "start", str(port), env=env)
             services.postgres_url = out.strip().splitlines()[-1]
-            services.stops.append(lambda env=env: _stop("deploy/postgres/pg.sh", env))
-    return services

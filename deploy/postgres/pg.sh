@@ -7,11 +7,15 @@
 #   pg.sh stop                 stop the server (fast shutdown)
 #   pg.sh status               exit 0 when the server runs; prints its URL
 #   pg.sh url [PORT]           print the URL of database `loyalty`
+#   pg.sh destroy              stop the server and delete its data, wherever it lives
 #
 # Environment: PG_PORT (default 55432), PG_HOME (this instance's state: data, socket, default
 # .local/pg), PG_BIN (a PostgreSQL bin folder; default: found on PATH, then the highest
 # /usr/lib/postgresql/*/bin). The superuser is `loyalty`, trusted on 127.0.0.1 only.
-# PostgreSQL refuses to run as root: as root, the server runs as the system user `loyalty-pg`.
+# PostgreSQL refuses to run as root: as root, the server runs as the system user `loyalty-pg`,
+# and when that user cannot reach PG_HOME (a clone inside a private folder), the server's
+# data, socket and log live in /var/tmp/loyalty-pg/<hash of PG_HOME> instead (PG_HOME/elsewhere
+# names it; the log stays reachable as .local/logs/<name>.log).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,16 +24,33 @@ LOGS=$LOCAL/logs
 PG_HOME=${PG_HOME:-$LOCAL/pg}
 mkdir -p "$PG_HOME" "$LOGS"
 PG_HOME=$(cd "$PG_HOME" && pwd)
-DATA=$PG_HOME/data
-RUN=$PG_HOME/run
 NAME=$(basename "$PG_HOME")   # .local/pg -> pg.log, .local/pg-test -> pg-test.log
 [[ $NAME == pg* ]] || NAME=pg-$NAME
 LOGFILE=$LOGS/$NAME.log
 DB_USER=loyalty
 RUN_AS=loyalty-pg
+# Outside any home folder, so RUN_AS can own it; /var/tmp survives reboots, unlike /tmp.
+ELSEWHERE=/var/tmp/loyalty-pg
+POINTER=$PG_HOME/elsewhere
 
 say() { echo "pg.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# STATE holds data/ and run/; SERVER_LOG is the file the server itself (as RUN_AS) appends to.
+use_state() {
+  STATE=$1
+  DATA=$STATE/data
+  RUN=$STATE/run
+  SERVER_LOG=$LOGFILE
+  [[ $STATE == "$PG_HOME" ]] || SERVER_LOG=$STATE/server.log
+}
+use_state "$PG_HOME"
+if [[ -f $POINTER ]]; then
+  use_state "$(cat "$POINTER")"
+  # destroy deletes STATE: it must be one of ours, whatever the file says.
+  [[ ${STATE%/*} == "$ELSEWHERE" && ${STATE##*/} =~ ^[0-9a-f]{16}$ ]] ||
+    die "$POINTER names $STATE, which is not a folder under $ELSEWHERE"
+fi
 
 # The folder holding initdb and pg_ctl, or nothing.
 find_bindir() {
@@ -49,9 +70,10 @@ find_bindir() {
 }
 
 cmd_install() {
-  if [[ -n $(find_bindir) ]]; then
-    return 0
-  fi
+  local bin
+  # Not inside [[ ]]: a PG_HOME whose PG_BIN lacks initdb must fail, not install a PostgreSQL.
+  bin=$(find_bindir)
+  [[ -z $bin ]] || return 0
   local sudo=()
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || die "PostgreSQL is not installed and this user cannot install it: run as root 'apt-get install -y postgresql'"
@@ -81,19 +103,52 @@ as_pg() {
   fi
 }
 
+# Moves this PG_HOME's server state to a folder RUN_AS owns, outside the clone: a parent
+# folder of the clone (a mode-700 home) is the user's, and not ours to open up.
+relocate() {
+  local base=$ELSEWHERE key
+  mkdir -p "$base"
+  # /var/tmp is world-writable: anybody may have made this name first.
+  [[ -d $base && ! -L $base && $(stat -c %u "$base") == 0 ]] ||
+    die "$base is not a folder owned by root; remove it and retry"
+  chmod 0711 "$base"
+  key=$(printf '%s' "$(cd "$PG_HOME" && pwd -P)" | sha256sum | cut -c1-16)
+  use_state "$base/$key"
+  if [[ -e $STATE ]]; then
+    # Left by an earlier PG_HOME at this same path, deleted without `pg.sh destroy`.
+    say "removing the state of a former $PG_HOME in $STATE"
+    if [[ -f $DATA/postmaster.pid ]]; then cmd_stop >/dev/null 2>&1 || true; fi
+    rm -rf "$STATE"
+  fi
+  mkdir -m 0700 "$STATE"
+  chown "$RUN_AS:" "$STATE"
+  echo "$STATE" >"$POINTER"
+  say "user $RUN_AS cannot reach $PG_HOME; the server's data, socket and log live in $STATE"
+}
+
 prepare_dirs() {
-  mkdir -p "$DATA" "$RUN"
-  touch "$LOGFILE"
   if [[ $(id -u) -eq 0 ]]; then
     if ! getent passwd "$RUN_AS" >/dev/null; then
       useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_AS" ||
         die "could not create the system user $RUN_AS"
     fi
-    chmod o+x "$LOCAL" "$PG_HOME"
+    if [[ $STATE == "$PG_HOME" ]]; then
+      chmod o+x "$LOCAL" "$PG_HOME"
+      runuser -u "$RUN_AS" -- test -x "$PG_HOME" -a -x "$LOGS" || relocate
+    fi
+  fi
+  mkdir -p "$DATA" "$RUN"
+  touch "$SERVER_LOG"
+  if [[ $SERVER_LOG != "$LOGFILE" ]]; then
+    # The usual place keeps working (tail on failure, a look at .local/logs); an earlier
+    # log of this PG_HOME goes along rather than being replaced.
+    if [[ -f $LOGFILE && ! -L $LOGFILE ]]; then cat "$LOGFILE" >>"$SERVER_LOG"; fi
+    ln -sfn "$SERVER_LOG" "$LOGFILE"
+  fi
+  if [[ $(id -u) -eq 0 ]]; then
     chmod 0700 "$DATA"
-    chown -R "$RUN_AS:" "$DATA" "$RUN" "$LOGFILE"
-    runuser -u "$RUN_AS" -- test -x "$PG_HOME" ||
-      die "user $RUN_AS cannot reach $PG_HOME: make its parent folders traversable (chmod o+x) or set PG_HOME elsewhere"
+    chown -R "$RUN_AS:" "$DATA" "$RUN"
+    chown "$RUN_AS:" "$SERVER_LOG"
   fi
 }
 
@@ -141,10 +196,14 @@ cmd_start() {
         { tail -n 20 "$LOGFILE" >&2; die "initdb failed; see $LOGFILE"; }
     fi
     local t0=$SECONDS
-    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t 60 -o \
+    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$SERVER_LOG" -w -t 60 -o \
       "-p $port -k $RUN -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
-      start >/dev/null ||
-      { tail -n 20 "$LOGFILE" >&2; die "PostgreSQL did not start; see $LOGFILE"; }
+      start >/dev/null || {
+      tail -n 20 "$LOGFILE" >&2
+      # pg_ctl stops waiting after 60 s, while the server may still be coming up.
+      cmd_stop >/dev/null 2>&1 || true
+      die "PostgreSQL did not start; see $LOGFILE"
+    }
     say "started on 127.0.0.1:$port in $((SECONDS - t0)) s (log: $LOGFILE)"
   fi
   ensure_db "$port" loyalty
@@ -175,6 +234,22 @@ cmd_stop() {
   say "stopped ($PG_HOME)"
 }
 
+cmd_destroy() {
+  cmd_stop
+  if [[ $STATE != "$PG_HOME" ]]; then
+    if [[ -L $LOGFILE ]]; then
+      # The log outlives the data, as it does when the server runs in PG_HOME.
+      rm -f "$LOGFILE"
+      cp "$SERVER_LOG" "$LOGFILE" 2>/dev/null || true
+    fi
+    rm -rf "$STATE"
+    rm -f "$POINTER"
+  fi
+  rm -rf "$PG_HOME/data" "$PG_HOME/run"
+  rmdir "$PG_HOME" 2>/dev/null || true
+  say "deleted the server's data ($STATE)"
+}
+
 cmd_status() {
   need_bin
   local port
@@ -189,7 +264,7 @@ cmd_url() { url "${1:-$(
   echo "${p:-${PG_PORT:-55432}}"
 )}" loyalty; }
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 case "${1:-}" in
   install) cmd_install ;;
@@ -198,5 +273,6 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   url) cmd_url "${2:-}" ;;
+  destroy) cmd_destroy ;;
   *) usage ;;
 esac
