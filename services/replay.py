@@ -21,6 +21,7 @@ from services.ingest.messages import InputMessage
 from services.relay import RELAY_TRACKING_NAME
 from services.status import end_offsets
 from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.urls import mask_url
 
 REJECTIONS = frozenset(
     {"PurchaseRejected", "RefundRejected", "ReferralRejected", "RedemptionDeclined"}
@@ -69,7 +70,9 @@ def replay_projections(context: Context, out: TextIO = sys.stderr) -> Progress:
 def fresh_target(context: Context, url: str) -> Context:
     target = build(replace(context.settings, database_url=url))
     if target.ledger.last_position() != 0:
-        raise OperatorError(f"--into {url} already holds events: rebuilds go into an empty store")
+        raise OperatorError(
+            f"--into {mask_url(url)} already holds events: rebuilds go into an empty store"
+        )
     return target
 
 

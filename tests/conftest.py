@@ -39,8 +39,9 @@ def _create_database(server_url: str, name: str) -> str:
     admin = DatabaseUrl(**{**url.__dict__, "dbname": "postgres"})
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    auth = url.user + (f":{url.password}" if url.password else "")
-    return f"postgresql://{auth}@{url.host}:{url.port}/{name}"
+    # Rendered, not pieced together: the server URL's password stays encoded and its
+    # options (sslmode, ...) stay on.
+    return DatabaseUrl(**{**url.__dict__, "dbname": name}).render()
 
 
 # Databases made by this process: a test session (or the bench) drops them at its end.

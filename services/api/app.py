@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,14 +22,25 @@ SELECT_MEMBER = (
     "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
     "FROM member_balances WHERE aggregate_id = ?"
 )
-SELECT_LEDGER = (
+# A page of a member's ledger after a version; one row more than asked for tells
+# whether another page follows.
+SELECT_LEDGER_PAGE = (
     "SELECT at, kind, points, balance, event_id, detail, version FROM ledger_entries "
-    "WHERE aggregate_id = ? ORDER BY version"
+    "WHERE aggregate_id = ? AND version > ? ORDER BY version LIMIT ?"
 )
 SELECT_TOP = (
     "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
     "FROM member_balances ORDER BY balance DESC, member_id LIMIT ?"
 )
+
+# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses
+# or reads as 3. Nineteen digits cover every value a BIGINT column can hold.
+ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
+MAX_VERSION = 2**63 - 1  # ledger_entries.version is a BIGINT
+# Windows reach years either side of as_of (months, lot lifetimes, expiry horizons):
+# kept this far inside datetime's range, their arithmetic never overflows.
+EARLIEST_AS_OF = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_AS_OF = datetime(9000, 1, 1, tzinfo=UTC)
 
 CONTEXT = web.AppKey("context", Context)
 DATABASE = web.AppKey("database", Database)
@@ -37,6 +49,27 @@ RUNNER = web.AppKey("runner", ProjectionRunner)
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
+    )
+
+
+def _shown(raw: str) -> str:
+    """A parameter as an error message quotes it: a few dozen characters at most."""
+    return repr(raw if len(raw) <= 40 else f"{raw[:40]}...")
+
+
+def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """The query parameter `name` as an integer from `low` to `high`; 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not ASCII_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise _bad_request(f"{name} must be an integer from {low} to {high}, not {_shown(raw)}")
+    return int(raw)
 
 
 async def _query(
@@ -67,32 +100,44 @@ async def get_member(request: web.Request) -> web.Response:
 
 async def list_members(request: web.Request) -> web.Response:
     """Members by balance, highest first: `?limit=N` (1-1000, default 20)."""
-    raw = request.query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        return _error(400, f"limit must be an integer from 1 to 1000, not {raw!r}")
-    rows = await _query(request, SELECT_TOP, (int(raw),))
+    limit = _integer(request, "limit", 20, 1, 1000)
+    rows = await _query(request, SELECT_TOP, (limit,))
     return web.json_response({"members": [_member_json(r) for r in rows]})
 
 
+def _entry_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    at, kind, points, balance, event_id, detail, version = row
+    return {
+        "at": at,
+        "kind": kind,
+        "points": int(points),
+        "balance": int(balance),
+        "event_id": event_id,
+        "detail": detail,
+        "version": int(version),
+    }
+
+
 async def get_ledger(request: web.Request) -> web.Response:
+    """A page of the member's entries, oldest first: `?limit=N` (1-1000, default 100)
+    entries with a version above `?after_version=V` (default 0). `next_after_version`
+    is the `after_version` of the next page, or null when this page is the last."""
     member_id = request.match_info["member_id"]
+    limit = _integer(request, "limit", 100, 1, 1000)
+    after_version = _integer(request, "after_version", 0, 0, MAX_VERSION)
     aggregate_id = str(Member.create_id(member_id))
     if not await _query(request, SELECT_MEMBER, (aggregate_id,)):
         return _error(404, f"unknown member {member_id!r}")
-    rows = await _query(request, SELECT_LEDGER, (aggregate_id,))
-    entries = [
+    rows = await _query(request, SELECT_LEDGER_PAGE, (aggregate_id, after_version, limit + 1))
+    entries = [_entry_json(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return web.json_response(
         {
-            "at": at,
-            "kind": kind,
-            "points": int(points),
-            "balance": int(balance),
-            "event_id": event_id,
-            "detail": detail,
-            "version": int(version),
+            "member_id": member_id,
+            "entries": entries,
+            "next_after_version": entries[-1]["version"] if more else None,
         }
-        for at, kind, points, balance, event_id, detail, version in rows
-    ]
-    return web.json_response({"member_id": member_id, "entries": entries})
+    )
 
 
 def _as_of(request: web.Request) -> datetime:
@@ -102,16 +147,18 @@ def _as_of(request: web.Request) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise _bad_request(f"as_of must be an RFC 3339 timestamp, not {raw!r}") from None
+        raise _bad_request(f"as_of must be an RFC 3339 timestamp, not {_shown(raw)}") from None
     if parsed.tzinfo is None:
-        raise _bad_request(f"as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z, not {raw!r}")
+        raise _bad_request(
+            f"as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z, not {_shown(raw)}"
+        )
+    # Compared before converting: converting an instant near datetime's limits overflows.
+    if not EARLIEST_AS_OF <= parsed < LATEST_AS_OF:
+        raise _bad_request(
+            f"as_of must be from {EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}, "
+            f"not {_shown(raw)}"
+        )
     return parsed.astimezone(UTC)
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
-    )
 
 
 async def get_tiers(request: web.Request) -> web.Response:
@@ -123,11 +170,9 @@ async def get_tiers(request: web.Request) -> web.Response:
 
 async def get_churn(request: web.Request) -> web.Response:
     as_of = _as_of(request)
-    raw = request.query.get("months", "12")
-    if not raw.isdigit() or not 1 <= int(raw) <= 120:
-        raise _bad_request(f"months must be an integer from 1 to 120, not {raw!r}")
+    months = _integer(request, "months", 12, 1, 120)
     db, program = request.app[DATABASE], request.app[CONTEXT].program
-    return web.json_response(await asyncio.to_thread(churn_metrics, db, program, as_of, int(raw)))
+    return web.json_response(await asyncio.to_thread(churn_metrics, db, program, as_of, months))
 
 
 async def get_liability(request: web.Request) -> web.Response:
