@@ -42,6 +42,7 @@ class Program:
     active_days: int
     at_risk_days: int
     point_value: Decimal
+    max_clock_skew_minutes: int = 60
 
     def tier_for(self, qualifying_points: int) -> Tier:
         chosen = self.tiers[0]
@@ -75,6 +76,10 @@ class Program:
     @cached_property
     def referral_window(self) -> timedelta:
         return timedelta(days=self.referral_window_days)
+
+    @cached_property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(minutes=self.max_clock_skew_minutes)
 
 
 def load_program(path: Path | None = None) -> Program:
@@ -185,4 +190,7 @@ class _Reader:
             active_days=active,
             at_risk_days=at_risk,
             point_value=self._decimal("analytics.point_value"),
+            max_clock_skew_minutes=self._int(
+                "max_clock_skew_minutes", self._data.get("max_clock_skew_minutes", 60)
+            ),
         )

@@ -175,7 +175,10 @@ def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> Reproces
     report = ReprocessReport()
 
     def apply(records: list[Any], done: int, total: int) -> None:
-        messages = [InputMessage(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        messages = [
+            InputMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+            for r in records
+        ]
         service.commit(*service.decode(messages))
         report.messages = done
         progress(done, total)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import fastjsonschema
 import orjson
 
 from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
+from services.ingest.messages import InputMessage
 from services.program import Program
 
 SCHEMAS_DIR = Path(
@@ -32,7 +33,12 @@ CENT = Decimal("0.01")
 # Instants the ledger can compute with: a lot's expiry, a tier window or a churn window
 # around an event must stay representable. Anything outside is "out of range".
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = EARLIEST
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+# The command field the message key must equal (CONTRACT section 1): the member it concerns.
+KEY_FIELDS: dict[type, str] = {Referral: "referee_id"}
 
 
 class InvalidEvent(ValueError):
@@ -59,7 +65,27 @@ class Decoder:
             for name, schema in (schemas or load_schemas()).items()
         }
 
-    def decode(self, topic: str, value: bytes | None) -> Command:
+    def decode(self, message: InputMessage) -> Command:
+        """The message's command, once its body, its key and its timing all hold up."""
+        command = self.decode_value(message.topic, message.value)
+        _check_key(message.key, command)
+        if message.timestamp_ms is not None:
+            self._check_clock(command.at, message.timestamp_ms)
+        return command
+
+    def _check_clock(self, at: datetime, timestamp_ms: int) -> None:
+        # A typo in a year would date the event ahead of all others and expire every lot
+        # of its member (CONTRACT section 2): it cannot be later than Kafka saw it, give
+        # or take the producers' clock skew.
+        stamped = EPOCH + timedelta(milliseconds=timestamp_ms)
+        if at > stamped + self._program.max_clock_skew:
+            raise InvalidEvent(
+                f"field 'occurred_at' {at:%Y-%m-%dT%H:%M:%SZ} is later than the message's "
+                f"Kafka timestamp {stamped:%Y-%m-%dT%H:%M:%SZ} by more than the program's "
+                f"max_clock_skew_minutes ({self._program.max_clock_skew_minutes})"
+            )
+
+    def decode_value(self, topic: str, value: bytes | None) -> Command:
         if value is None:
             raise InvalidEvent("empty message (no value)")
         try:
@@ -68,12 +94,15 @@ class Decoder:
             raise InvalidEvent(f"not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
+        # Only an escape can put U+0000 in JSON text: most messages skip the walk.
+        if b"\\u0000" in value:
+            _refuse_nul(data, "")
         event_type = data.get("type")
         if not isinstance(event_type, str):
             raise InvalidEvent("missing or ill-typed field 'type' (a string is required)")
         validator = self._validators.get(event_type)
         if validator is None:
-            raise InvalidEvent(f"unknown event type {event_type!r}")
+            raise InvalidEvent(f"unknown event type {_show(event_type)}")
         if event_type not in self._carried_types(topic):
             raise InvalidEvent(f"event type {event_type!r} is not carried by topic {topic!r}")
         try:
@@ -85,7 +114,7 @@ class Decoder:
             amount = _amount(data["amount"], upper=MAX_PURCHASE_AMOUNT)
             if data["currency"] != self._program.currency:
                 raise InvalidEvent(
-                    f"purchase: currency {data['currency']!r} is not the program currency "
+                    f"purchase: currency {_show(data['currency'])} is not the program currency "
                     f"{self._program.currency!r}"
                 )
             return Purchase(data["event_id"], data["member_id"], data["order_id"], amount, at)
@@ -97,7 +126,7 @@ class Decoder:
         if event_type == "social_share":
             if data["network"] not in self._program.networks:
                 raise InvalidEvent(
-                    f"social_share: network {data['network']!r} is not one of "
+                    f"social_share: network {_show(data['network'])} is not one of "
                     f"{sorted(self._program.networks)}"
                 )
             return SocialShare(
@@ -107,6 +136,46 @@ class Decoder:
         if isinstance(points, bool) or not isinstance(points, int):
             raise InvalidEvent("redemption: field 'points' must be an integer")
         return Redemption(data["event_id"], data["member_id"], points, data["reward"], at)
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """A value as an error message quotes it: an excerpt, however large the value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
+
+
+def _check_key(key: bytes | None, command: Command) -> None:
+    # Every event of a member must reach the member's one partition, or its events lose
+    # their order: the key is what Kafka partitions by.
+    field = KEY_FIELDS.get(type(command), "member_id")
+    if key is None:
+        raise InvalidEvent(
+            f"message has no key: it must be the event's {field} {_show(command.member_id)}"
+        )
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text != command.member_id:
+        shown = _show(text) if text is not None else f"{_show(key)} (not UTF-8)"
+        raise InvalidEvent(
+            f"message key {shown} is not the event's {field} {_show(command.member_id)}"
+        )
+
+
+def _refuse_nul(value: Any, path: str) -> None:
+    # PostgreSQL's text cannot hold U+0000: stored, it would stop every reader later.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidEvent(f"field '{path or '?'}' holds U+0000 (NUL), which text may not")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if "\x00" in name:
+                raise InvalidEvent(f"a field name holds U+0000 (NUL): {_show(name)}")
+            _refuse_nul(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nul(item, f"{path}[{i}]")
 
 
 def _field_message(exc: fastjsonschema.JsonSchemaValueException) -> str:
@@ -124,10 +193,10 @@ def _timestamp(text: str) -> datetime:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise InvalidEvent(
-            f"field 'occurred_at' is not a valid RFC 3339 timestamp: {text!r}"
+            f"field 'occurred_at' is not a valid RFC 3339 timestamp: {_show(text)}"
         ) from None
     if parsed.tzinfo is None:
-        raise InvalidEvent(f"field 'occurred_at' has no UTC offset: {text!r}")
+        raise InvalidEvent(f"field 'occurred_at' has no UTC offset: {_show(text)}")
     try:
         at = parsed.astimezone(UTC)
     except OverflowError:  # an offset that moves the instant past year 1 or 9999

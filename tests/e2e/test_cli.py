@@ -12,7 +12,7 @@ import pytest
 
 from services.bootstrap import build
 from services.config import Settings
-from services.ingest.messages import InputMessage
+from tests.integration.harness import keyed_message
 
 pytestmark = pytest.mark.e2e
 
@@ -41,22 +41,18 @@ def test_sweep_as_of_expires_and_reviews_every_member(
     service.commit(
         *service.decode(
             [
-                InputMessage(
+                keyed_message(
                     topic,
-                    0,
                     i,
-                    None,
-                    orjson.dumps(
-                        {
-                            "event_id": f"p{i}",
-                            "type": "purchase",
-                            "occurred_at": "2026-01-01T00:00:00Z",
-                            "member_id": member,
-                            "order_id": "o",
-                            "amount": amount,
-                            "currency": "EUR",
-                        }
-                    ),
+                    {
+                        "event_id": f"p{i}",
+                        "type": "purchase",
+                        "occurred_at": "2026-01-01T00:00:00Z",
+                        "member_id": member,
+                        "order_id": "o",
+                        "amount": amount,
+                        "currency": "EUR",
+                    },
                 )
                 for i, (member, amount) in enumerate([("ann", "1500"), ("bob", "20")])
             ]

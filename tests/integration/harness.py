@@ -117,6 +117,16 @@ async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
         await consumer.stop()
 
 
+def keyed_message(
+    topic: str, offset: int, event: dict[str, Any], partition: int = 0
+) -> InputMessage:
+    """An event as a well-behaved upstream sends it: keyed by the member it concerns."""
+    key = event.get("referee_id") if event.get("type") == "referral" else event.get("member_id")
+    return InputMessage(
+        topic, partition, offset, None if key is None else str(key).encode(), orjson.dumps(event)
+    )
+
+
 def ingest_service(database_url: str) -> IngestService:
     """What a worker process decides and commits with, on a store of its own."""
     return build(Settings(database_url=database_url, daily_sweep=False)).ingest_service()
@@ -130,7 +140,7 @@ def commit_events(
     service = context.ingest_service()
     topics = context.settings.topics
     messages = [
-        InputMessage(topics.for_type(e["type"]) or "", 0, first_offset + i, None, orjson.dumps(e))
+        keyed_message(topics.for_type(e["type"]) or "", first_offset + i, e)
         for i, e in enumerate(events)
     ]
     for start in range(0, len(messages), batch):

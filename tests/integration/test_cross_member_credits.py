@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from services.config import Settings
 from services.ingest.messages import InputMessage
-from tests.integration.harness import ingest_service
+from tests.integration.harness import ingest_service, keyed_message
 
 pytestmark = pytest.mark.integration
 
 
 def message(topic: str, offset: int, **fields: object) -> InputMessage:
-    return InputMessage(topic, 0, offset, None, orjson.dumps(fields))
+    return keyed_message(topic, offset, fields)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.api.app import create_app
 from services.bootstrap import Context, build
 from services.config import Settings
-from services.ingest.messages import InputMessage
+from tests.integration.harness import keyed_message
 
 pytestmark = pytest.mark.integration
 AS_OF = "2026-07-01T00:00:00Z"
@@ -46,26 +46,20 @@ def context(request: pytest.FixtureRequest) -> Context:
                 "currency": "EUR",
                 "occurred_at": f"{day}T12:00:00Z",
             }
-            messages.append(
-                InputMessage(topics.purchases, 0, len(messages), None, orjson.dumps(body))
-            )
+            messages.append(keyed_message(topics.purchases, len(messages), body))
     messages.sort(key=lambda m: orjson.loads(m.value or b"{}")["occurred_at"])
-    messages = [InputMessage(m.topic, 0, i, None, m.value) for i, m in enumerate(messages)]
+    messages = [m._replace(offset=i) for i, m in enumerate(messages)]
     messages.append(
-        InputMessage(
+        keyed_message(
             topics.social_shares,
             0,
-            0,
-            None,
-            orjson.dumps(
-                {
-                    "event_id": "dee0",
-                    "type": "social_share",
-                    "member_id": "dee",
-                    "network": "x",
-                    "occurred_at": "2026-06-30T12:00:00Z",
-                }
-            ),
+            {
+                "event_id": "dee0",
+                "type": "social_share",
+                "member_id": "dee",
+                "network": "x",
+                "occurred_at": "2026-06-30T12:00:00Z",
+            },
         )
     )
     service.commit(*service.decode(messages))

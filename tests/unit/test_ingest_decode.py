@@ -20,10 +20,10 @@ PROGRAM = load_program(None)
 class BrokenDecoder(Decoder):
     """Stands in for a decoder bug not yet found: fails on one event id."""
 
-    def decode(self, topic: str, value: bytes | None) -> object:  # type: ignore[override]
-        if value is not None and b'"trips"' in value:
+    def decode(self, message: InputMessage) -> object:  # type: ignore[override]
+        if message.value is not None and b'"trips"' in message.value:
             raise ArithmeticError("a bug in validation")
-        return super().decode(topic, value)
+        return super().decode(message)
 
 
 def test_a_decoder_bug_dead_letters_the_message_and_keeps_its_neighbours(tmp_path: Path) -> None:
