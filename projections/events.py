@@ -45,12 +45,27 @@ def decode(notifications: Iterable[Notification]) -> list[Event]:
     append = events.append
     for position, aggregate_id, version, topic, state in notifications:
         data = loads(state)
+        # Only an escape puts U+0000 in JSON. Ingestion refuses it now, but a store may
+        # hold events from before: PostgreSQL's text cannot, and one would stop the read
+        # side for good.
+        if b"\\u0000" in state:
+            data = _without_nul(data)
         at = data.get("at")
         kind = kinds.get(topic) or kinds.setdefault(topic, topic.rsplit(".", 1)[-1])
         append(
             Event(position, aggregate_id, version, kind, "" if at is None else instant(at), data)
         )
     return events
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 _KINDS: dict[str, str] = {}  # topic -> kind, "services.domain.member:Member.X" -> "X"

@@ -24,6 +24,7 @@ from queue import Full, Queue
 
 from projections.base import Projection, iso
 from projections.events import Event, decode
+from services.faults import Fault, backoff, fault_of
 from services.store.database import Database
 from services.store.ledger import Ledger
 
@@ -151,9 +152,26 @@ class ProjectionRunner:
         return total
 
     def run_forever(self, should_stop: Callable[[], bool], idle_seconds: float = 0.2) -> None:
-        self.setup()
+        """Follows the store until `should_stop`, waiting out its outages: a page that
+        failed is rolled back with its position, and read again once the store is back."""
+        attempt = 0
+        ready = False
         while not should_stop():
-            if self.catch_up(should_stop=should_stop) == 0:
+            try:
+                if not ready:
+                    self.setup()
+                    ready = True
+                read = self.catch_up(should_stop=should_stop)
+                attempt = 0
+            except Exception as exc:
+                if fault_of(exc) is not Fault.OUTAGE:
+                    raise
+                attempt += 1
+                delay = backoff(attempt)
+                log.error("projections paused (%s); retrying in %.1fs", exc, delay)
+                _sleep_unless(should_stop, delay)
+                continue
+            if read == 0:
                 time.sleep(idle_seconds)
 
     def _round(self, progress: Progress | None, should_stop: Callable[[], bool]) -> int:
@@ -238,6 +256,12 @@ class ProjectionRunner:
         store = self._ledger.store
         schema: str = getattr(store.datastore, "schema", "")  # PostgreSQL's store only
         return f"{schema}.{store.events_table_name}" if schema else store.events_table_name
+
+
+def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.2, seconds))
 
 
 def _position(event: Event) -> int:

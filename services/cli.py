@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,8 @@ import orjson
 
 from services.bootstrap import Context, build
 from services.errors import OperatorError
+from services.faults import Fault, backoff, fault_of, operator_error
+from services.store.urls import mask_url
 
 
 def _parse_time(text: str) -> datetime:
@@ -30,136 +33,180 @@ def _parse_time(text: str) -> datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description="Event-sourced loyalty ledger")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="run the ingest workers (faust) until stopped")
+    sub.add_parser("worker", help="run the ingest workers (faust) until stopped").set_defaults(
+        func=_worker, follows=True
+    )
     sub.add_parser(
         "projector", help="run the projection workers and the member-events relay until stopped"
-    )
-    sub.add_parser("api", help="serve the HTTP API")
+    ).set_defaults(func=_projector, follows=True)
+    sub.add_parser("api", help="serve the HTTP API").set_defaults(func=_api, follows=True)
     publish = sub.add_parser("publish", help="send a JSON Lines file of events to their topics")
     publish.add_argument("file", type=Path)
+    publish.set_defaults(func=_publish, needs_store=False)
     sweep = sub.add_parser("sweep", help="expiry and tier review of every member as of T")
     sweep.add_argument("--as-of", type=_parse_time, required=True, dest="as_of")
-    sub.add_parser("status", help="store position, projection positions, consumer lag")
+    sweep.set_defaults(func=_sweep)
+    sub.add_parser(
+        "status", help="store position, projection positions, consumer lag"
+    ).set_defaults(func=_status)
     replay = sub.add_parser("replay", help="rebuild state").add_subparsers(
         dest="what", required=True
     )
-    replay.add_parser("projections", help="drop and rebuild every read model, with progress")
+    replay.add_parser(
+        "projections", help="drop and rebuild every read model, with progress"
+    ).set_defaults(func=_replay_projections)
     stream = replay.add_parser("stream", help="rebuild a fresh store from loyalty.member-events")
     stream.add_argument("--into", required=True, metavar="URL")
+    stream.set_defaults(func=_replay_stream)
     reprocess = sub.add_parser(
         "reprocess", help="re-apply the input topics under the current program into a fresh store"
     )
     reprocess.add_argument("--into", required=True, metavar="URL")
     reprocess.add_argument("--show", type=int, default=50, help="members to list (default 50)")
+    reprocess.set_defaults(func=_reprocess)
     digest = sub.add_parser("digest", help="SHA-256 over every member's ledger, as of T")
     digest.add_argument("--as-of", type=_parse_time, default=None, dest="as_of")
+    digest.set_defaults(func=_digest)
     demo = sub.add_parser("demo", help="write a generated demo stream as JSON Lines")
     demo.add_argument("file", type=Path)
     demo.add_argument("--members", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo, needs_store=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return _run(args)
+        if not getattr(args, "needs_store", True):
+            return int(args.func(args))
+        context = _build(follows=getattr(args, "follows", False))
+        return int(args.func(context, args))
     except OperatorError as exc:
         print(f"loyalty: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.command == "demo":
-        from services.demo import write_demo
-
-        n = write_demo(args.file, members=args.members, seed=args.seed, now=datetime.now(UTC))
-        print(f"demo: {n} events written to {args.file}")
-        return 0
-    if args.command == "publish":
-        from services.config import Settings
-        from services.publish import publish_file
-
-        settings = Settings.from_env()
-        report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
-        print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
-        return 0 if report.unroutable == 0 else 1
-    try:
-        context = build()
-    except ValueError as exc:  # ProgramError, a bad URL or setting: say it in one line
-        print(f"loyalty: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "worker":
-        from services.ingest.worker import run_worker
-
-        sys.argv = [sys.argv[0], "worker"]
-        run_worker(context)
-        return 0
-    if args.command == "projector":
-        return _projector(context)
-    if args.command == "api":
-        return _api(context)
-    if args.command == "sweep":
-        service = context.ingest_service()
-        written = service.sweep(context.ledger.member_ids(), args.as_of)
-        print(f"sweep as of {args.as_of.isoformat()}: {written} events")
-        return 0
-    if args.command == "replay" and args.what == "projections":
-        from services.replay import replay_projections
-
-        progress = replay_projections(context)
-        print(f"replay projections: {progress.done} events, {progress.rate:,.0f} events/s")
-        return 0
-    if args.command == "replay":
-        from services.digest import digest as ledger_digest
-        from services.replay import replay_stream
-
-        progress = replay_stream(context, args.into)
-        rebuilt = build(replace(context.settings, database_url=args.into))
-        live, copy = (ledger_digest(c.ledger, c.program) for c in (context, rebuilt))
-        print(f"replay stream: {progress.done} messages into {args.into}")
-        print(f"digest live    {live}\ndigest rebuilt {copy}")
-        print("equal: the rebuilt store holds the same ledgers" if live == copy else "DIFFERENT")
-        return 0 if live == copy else 1
-    if args.command == "reprocess":
-        from services.replay import reprocess
-
-        diff = reprocess(context, args.into)
-        delta = sum(d.points_delta for d in diff.differences)
-        print(
-            f"reprocess: {diff.messages} input messages into {args.into}; "
-            f"{len(diff.differences)} members differ from the live store, "
-            f"points delta {delta:+d}"
-        )
-        for d in diff.differences[: args.show]:
-            print(f"  {d.member_id}: {d.live} -> {d.reprocessed} ({d.points_delta:+d} points)")
-        if len(diff.differences) > args.show:
-            print(f"  ... and {len(diff.differences) - args.show} more")
-        return 0
-    if args.command == "digest":
-        from services.digest import digest as ledger_digest
-
-        print(ledger_digest(context.ledger, context.program, args.as_of))
-        return 0
-    if args.command == "status":
-        from services.status import gather_status
-
-        runner = context.projection_runner()
-        status = asyncio.run(
-            gather_status(
-                context.ledger,
-                runner.positions(),
-                context.settings.kafka_bootstrap,
-                context.settings.topics.inputs,
+def _build(follows: bool) -> Context:
+    """The composition root's context. A process that follows the store until stopped
+    waits for a store that is not up yet (a supervisor may start it first); a one-off
+    command says at once that it cannot reach it."""
+    attempt = 0
+    while True:
+        try:
+            return build()
+        except ValueError as exc:  # ProgramError, a bad URL or setting: one line
+            raise OperatorError(str(exc)) from None
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is Fault.OPERATOR or (fault is Fault.OUTAGE and not follows):
+                raise operator_error(exc, "opening the event store") from None
+            if fault is not Fault.OUTAGE:
+                raise
+            attempt += 1
+            delay = backoff(attempt)
+            logging.getLogger("loyalty").error(
+                "the event store is unavailable (%s); retrying in %.1fs", exc, delay
             )
+            time.sleep(delay)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo import write_demo
+
+    n = write_demo(args.file, members=args.members, seed=args.seed, now=datetime.now(UTC))
+    print(f"demo: {n} events written to {args.file}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from services.config import Settings
+    from services.publish import publish_file
+
+    settings = Settings.from_env()
+    report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
+    print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
+    return 0 if report.unroutable == 0 else 1
+
+
+def _worker(context: Context, args: argparse.Namespace) -> int:
+    from services.ingest.worker import run_worker
+
+    sys.argv = [sys.argv[0], "worker"]
+    run_worker(context)
+    return 0
+
+
+def _sweep(context: Context, args: argparse.Namespace) -> int:
+    service = context.ingest_service()
+    written = service.sweep(context.ledger.member_ids(), args.as_of)
+    print(f"sweep as of {args.as_of.isoformat()}: {written} events")
+    return 0
+
+
+def _replay_projections(context: Context, args: argparse.Namespace) -> int:
+    from services.replay import replay_projections
+
+    progress = replay_projections(context)
+    print(f"replay projections: {progress.done} events, {progress.rate:,.0f} events/s")
+    return 0
+
+
+def _replay_stream(context: Context, args: argparse.Namespace) -> int:
+    from services.digest import digest as ledger_digest
+    from services.replay import replay_stream
+
+    progress = replay_stream(context, args.into)
+    rebuilt = build(replace(context.settings, database_url=args.into))
+    live, copy = (ledger_digest(c.ledger, c.program) for c in (context, rebuilt))
+    print(f"replay stream: {progress.done} messages into {mask_url(args.into)}")
+    print(f"digest live    {live}\ndigest rebuilt {copy}")
+    print("equal: the rebuilt store holds the same ledgers" if live == copy else "DIFFERENT")
+    return 0 if live == copy else 1
+
+
+def _reprocess(context: Context, args: argparse.Namespace) -> int:
+    from services.replay import reprocess
+
+    diff = reprocess(context, args.into)
+    delta = sum(d.points_delta for d in diff.differences)
+    print(
+        f"reprocess: {diff.messages} input messages into {mask_url(args.into)}; "
+        f"{len(diff.differences)} members differ from the live store, "
+        f"points delta {delta:+d}"
+    )
+    for d in diff.differences[: args.show]:
+        print(f"  {d.member_id}: {d.live} -> {d.reprocessed} ({d.points_delta:+d} points)")
+    if len(diff.differences) > args.show:
+        print(f"  ... and {len(diff.differences) - args.show} more")
+    return 0
+
+
+def _digest(context: Context, args: argparse.Namespace) -> int:
+    from services.digest import digest as ledger_digest
+
+    print(ledger_digest(context.ledger, context.program, args.as_of))
+    return 0
+
+
+def _status(context: Context, args: argparse.Namespace) -> int:
+    from services.status import gather_status
+
+    runner = context.projection_runner()
+    status = asyncio.run(
+        gather_status(
+            context.ledger,
+            runner.positions(),
+            context.settings.kafka_bootstrap,
+            context.settings.topics.inputs,
         )
-        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    raise AssertionError(args.command)
+    )
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    return 0
 
 
-def _projector(context: Context) -> int:
+def _projector(context: Context, args: argparse.Namespace) -> int:
     asyncio.run(_follow_the_store(context))
     return 0
 
@@ -185,7 +232,7 @@ async def _follow_the_store(context: Context) -> None:
         await asyncio.gather(*followers)
 
 
-def _api(context: Context) -> int:
+def _api(context: Context, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from services.api.app import create_app

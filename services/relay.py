@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 
 from services import member_events
 from services.domain.member import Member
-from services.outages import OUTAGES
+from services.faults import Fault, backoff, fault_of
 from services.store.leadership import AlwaysLeader, Leadership
 from services.store.ledger import Ledger
 
@@ -55,10 +55,15 @@ class MemberEventRelay:
         return self._ledger.store.max_tracking_id(RELAY_TRACKING_NAME) or 0
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=10
         )
-        await self._producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -92,19 +97,22 @@ class MemberEventRelay:
         return published
 
     async def run(self, stopping: asyncio.Event, idle_seconds: float = 0.2) -> None:
-        await self.start()
         failures = 0
         try:
             while not stopping.is_set():
                 try:
+                    if self._producer is None:
+                        await self.start()
                     leading = await asyncio.to_thread(self._leadership.held)
                     published = await self.pump() if leading else 0
                     failures = 0
-                except OUTAGES as exc:
+                except Exception as exc:
+                    if fault_of(exc) is not Fault.OUTAGE:
+                        raise
                     # The broker or the store is away: publish again from the stored
                     # position once it is back; consumers dedupe what is repeated.
                     failures += 1
-                    delay = min(30.0, 0.5 * 2**failures)
+                    delay = backoff(failures)
                     log.error("relay paused (%s); retrying in %.1fs", exc, delay)
                     await _sleep_unless(stopping, delay)
                     continue

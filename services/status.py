@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.relay import RELAY_TRACKING_NAME
+from services.store.checkpoint import SKIPPED
 from services.store.ledger import Ledger
 
 
@@ -55,12 +56,14 @@ async def gather_status(
         partitions = sorted(p for (t, p) in ends if t == topic)
         for partition in partitions:
             stored = await asyncio.to_thread(ledger.input_position, topic, partition)
-            lag += ends[(topic, partition)] - (0 if stored is None else stored + 1)
+            lag += max(ends[(topic, partition)] - (0 if stored is None else stored.offset + 1), 0)
         inputs[topic] = {
             "applied": counts.get((topic, "applied"), 0),
             "duplicate": counts.get((topic, "duplicate"), 0),
             "rejected": counts.get((topic, "rejected"), 0),
             "dead_lettered": counts.get((topic, "dead_lettered"), 0),
+            # Offsets deleted by retention before they were read: no message to account.
+            "skipped": counts.get((topic, SKIPPED), 0),
             "consumer_lag": lag if partitions else None,
         }
     relayed = await asyncio.to_thread(ledger.store.max_tracking_id, RELAY_TRACKING_NAME) or 0

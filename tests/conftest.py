@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.config import Topics
 from services.store.urls import DatabaseUrl
+from services.topics import ensure_topics
 from tests.infra import Services, start_services
 
 
@@ -79,13 +79,8 @@ def sqlite_url(tmp_path: object) -> str:
 
 
 async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [*topics.inputs, topics.dead_letters, topics.member_events]
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    finally:
-        await admin.close()
+    """As an operator's `loyalty topics` does: with the settings each topic needs."""
+    await ensure_topics(bootstrap, topics, partitions)
 
 
 @pytest.fixture

@@ -1,52 +1,44 @@
 """The Kafka side of ingestion: batches in, dead letters out, offsets sought from the store.
 
-faust's per-message stream machinery tops out near 6,000 messages/s on these machines
-(FACTS.md), so the hot path reads with aiokafka's `getmany` and hands whole batches to
-the ingest service; faust hosts this loop (see worker.py) for lifecycle, timers and
-the web status page.
+faust's per-message stream machinery tops out near 6,000 messages/s on these machines,
+so the hot path reads with aiokafka's `getmany` and hands whole batches to the write
+path (pipeline.py); faust hosts this loop (see worker.py) for lifecycle and timers.
+
+Where each partition resumes is the store's to say, not Kafka's: a partition assigned
+to this worker is paused until its stored position is read (retrying while the store
+is away: other partitions go on meanwhile), then sought to the next offset. Kafka's
+committed offsets follow the store's, for lag tools only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.ingest.messages import DeadLetter, Decoded, InputMessage
-from services.ingest.service import BatchReport, IngestService, Prepared, StoreContention
-from services.outages import OUTAGES as INFRASTRUCTURE
+from services.faults import Fault, backoff, fault_of, operator_error
+from services.ingest.messages import DeadLetter, InputMessage
+from services.ingest.pipeline import WritePath
+from services.ingest.service import NOTHING_STORED, IngestService
+from services.store.checkpoint import Checkpoint, InputPosition
 from services.store.ledger import Ledger
+from services.topics import check_dead_letter_room
 
 log = logging.getLogger(__name__)
-
-Decoding = tuple[list[Decoded], list[DeadLetter]]
 
 # A worker that dies (SIGKILL, a lost host) keeps its partitions until its session times
 # out: 6 s is the broker's smallest allowed, so a restarted or surviving worker takes
 # over within seconds. Heartbeats are sent from the event loop, which commits never block.
 SESSION_TIMEOUT_S = 6.0
 HEARTBEAT_S = 2.0
-
-# Failures that are never a message's: retried, not dead-lettered.
-OUTAGES: tuple[type[BaseException], ...] = (StoreContention, *INFRASTRUCTURE)
-
-
-@dataclass
-class Writing:
-    """A batch decided ahead, and the task writing it."""
-
-    messages: list[InputMessage]
-    decoding: Decoding
-    prepared: Prepared
-    task: asyncio.Task[BatchReport | None] | None = None
-    letters_sent: bool = False
+# Dead letters are as large as the messages they carry plus headers: the producer must
+# not refuse what the dead-letter topic accepts (the broker enforces the topic's limit).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -57,21 +49,53 @@ class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # Another worker may write these members next: our cached copies would go stale.
-        if revoked:
-            self._loop.assignment_changed()
-        for tp in revoked:
-            self._loop.next_offsets.pop((tp.topic, tp.partition), None)
+        self._loop.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._loop.assignment_changed()
-        ledger = self._loop.ledger
-        for tp in assigned:
-            position = await asyncio.to_thread(ledger.input_position, tp.topic, tp.partition)
-            start = 0 if position is None else position + 1
-            self._loop.next_offsets[(tp.topic, tp.partition)] = start
-            self._consumer.seek(tp, start)
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        # Nothing is read from them until the store has said where they resume: the
+        # store may be away right now, and a rebalance must not wait for it.
+        if assigned:
+            self._consumer.pause(*assigned)
+        self._loop.assigned(assigned)
+
+
+class LagOffsets:
+    """Kafka's committed offsets for group `loyalty-ledger`, following the store's, so that
+    lag tools show progress (CONTRACT section 2: within seconds, also when the stream goes
+    quiet). Commits that fail are tried again at the next turn of the loop."""
+
+    def __init__(self) -> None:
+        self._due: dict[TopicPartition, int] = {}  # partition -> next offset to read
+        self._warned = 0.0
+
+    def stored(self, messages: Sequence[InputMessage]) -> None:
+        for m in messages:
+            tp = TopicPartition(m.topic, m.partition)
+            if m.offset + 1 > self._due.get(tp, -1):
+                self._due[tp] = m.offset + 1
+
+    def resumes_at(self, tp: TopicPartition, offset: int) -> None:
+        self._due[tp] = max(offset, self._due.get(tp, -1))
+
+    def forget(self, tps: Sequence[TopicPartition]) -> None:
+        for tp in tps:
+            self._due.pop(tp, None)
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        owned = consumer.assignment()
+        due = {tp: OffsetAndMetadata(o, "") for tp, o in self._due.items() if tp in owned}
+        if not due:
+            return
+        try:
+            await consumer.commit(due)
+        except KafkaError as exc:
+            if time.monotonic() - self._warned > 30:
+                self._warned = time.monotonic()
+                log.warning("Kafka offset commit failed (the store has them): %s", exc)
+            return
+        for tp, committed in due.items():
+            if self._due.get(tp) == committed.offset:
+                del self._due[tp]
 
 
 class IngestLoop:
@@ -95,26 +119,54 @@ class IngestLoop:
         self._service = service
         self._batch_max = batch_max
         self._batch_seconds = batch_seconds
-        self.totals: dict[str, int] = {}
-        # (topic, partition) -> next offset to hand to the service
+        self._offsets = LagOffsets()
+        self._path: WritePath | None = None
+        # (topic, partition) -> next offset to hand to the write path
         self.next_offsets: dict[tuple[str, int], int] = {}
-        # Bumped on every rebalance: aiokafka may fetch before our listener has sought
-        # to the store's positions, so a batch begun under an older assignment is dropped
+        # (topic, partition) -> its incarnation (checkpoint.InputPosition)
+        self._incarnations: dict[tuple[str, int], int] = {}
+        # Assigned, paused until the store says where they resume.
+        self._unresolved: set[TopicPartition] = set()
+        self._resolve_attempts = 0
+        self._resolve_after = 0.0
+        # Bumped on every rebalance: a batch begun under an older assignment is dropped
         # (nothing of it is stored yet) and read again from the sought positions.
         self._assignment = 0
 
-    def assignment_changed(self) -> None:
+    @property
+    def totals(self) -> dict[str, int]:
+        return self._path.totals if self._path is not None else {}
+
+    def revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        if not revoked:
+            return
+        self._changed()
+        for tp in revoked:
+            self.next_offsets.pop((tp.topic, tp.partition), None)
+            self._unresolved.discard(tp)
+        self._offsets.forget(revoked)
+
+    def assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._changed()
+        self._unresolved.update(assigned)
+        self._resolve_after = 0.0
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def _changed(self) -> None:
         self._assignment += 1
         # Another worker may write members of our old partitions next; the cache is
-        # dropped by the commit thread itself, before its next batch.
+        # dropped by the deciding thread itself, before its next batch.
         self._service.members.invalidate()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        await check_dead_letter_room(self._bootstrap, self._topics, self._dead_letter_topic)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # Never jump silently: a position outside the log is resolved against the
+            # store (retention, a re-created topic) in `_resolve`.
+            auto_offset_reset="none",
             isolation_level="read_committed",
             max_poll_records=self._batch_max,
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -122,98 +174,143 @@ class IngestLoop:
             heartbeat_interval_ms=int(HEARTBEAT_S * 1000),
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_request_size=MAX_REQUEST_BYTES,
         )
         consumer.subscribe(
-            topics=list(self._topics),
-            listener=SeekToStoredPositions(self, consumer),
+            topics=list(self._topics), listener=SeekToStoredPositions(self, consumer)
         )
         await _start_with_retry(consumer)
         await _start_with_retry(producer)
-        # Batch N is written while batch N+1 is fetched, decoded and decided on the
-        # members as batch N left them in memory. N+1 is written only once N is stored
-        # and nothing has put the cache in doubt while it was decided (epoch); otherwise
-        # it is decided again, from the store, on the one-batch-at-a-time path. (A cache
-        # dropped before N+1 was decided held the store's state without N: the store's
-        # (aggregate, version) key refuses whatever N+1 wrote over N.)
-        writing: Writing | None = None
+        path = self._path = WritePath(
+            self._service,
+            lambda letters: self._publish(producer, letters),
+            self._offsets.stored,
+        )
         try:
             while not stopping.is_set():
-                messages = await self._next_batch(consumer, stopping)
-                decoding = self._service.decode(messages)
-                prepared = None
-                if messages:
-                    in_flight = writing.prepared.event_ids if writing is not None else set()
-                    prepared = await self._prepare(decoding, in_flight)
-                if writing is not None:
-                    await self._settle(consumer, producer, writing)
-                    writing = None
-                if not messages:
-                    continue
-                if prepared is not None and prepared.epoch != self._service.members.epoch:
-                    # Its decisions live in the cached members: they go with them.
-                    self._service.members.invalidate()
-                    prepared = None
-                if prepared is not None:
-                    batch = Writing(messages, decoding, prepared)
-                    batch.task = asyncio.create_task(self._write(producer, batch))
-                    writing = batch
-                else:
-                    await self._process(consumer, producer, messages, decoding)
-            if writing is not None:
-                await self._settle(consumer, producer, writing)
-                writing = None
+                if self._unresolved and time.monotonic() >= self._resolve_after:
+                    await path.flush()
+                    await self._resolve(consumer)
+                await path.take(await self._next_batch(consumer, stopping))
+                await self._offsets.commit(consumer)
+            await path.flush()
+            await self._offsets.commit(consumer)
         finally:
-            if writing is not None and writing.task is not None and not writing.task.done():
-                writing.task.cancel()
+            path.cancel()
             await consumer.stop()
             await producer.stop()
 
-    async def _prepare(self, decoding: Decoding, in_flight: set[str]) -> Prepared | None:
-        try:
-            return await asyncio.to_thread(self._service.prepare, *decoding, in_flight)
-        except Exception as exc:
-            # A message that breaks deciding: the one-batch-at-a-time path finds which.
-            log.warning("deciding a batch ahead failed (%s: %s); taking it alone", type(exc), exc)
-            return None
+    async def _resolve(self, consumer: AIOKafkaConsumer) -> None:
+        """Seeks every assigned partition still paused to where the store says it resumes.
 
-    async def _write(self, producer: AIOKafkaProducer, batch: Writing) -> BatchReport | None:
-        """Publishes the batch's dead letters, then stores it; None if either failed."""
+        Called with no batch in flight, so the store's positions are final. A position
+        the log no longer holds is resolved here too: offsets retention deleted before
+        they were read are counted as skipped; a partition whose log ends below the
+        store's position has started over (its topic was re-created) and is read anew
+        from its first offset, as its next incarnation."""
+        pending = sorted(self._unresolved)
         try:
-            await self._publish_dead_letters(producer, batch.decoding[1])
-            batch.letters_sent = True
-            return await asyncio.to_thread(self._service.write, batch.prepared)
+            stored = await asyncio.to_thread(self._stored_positions, pending)
+            begins = await consumer.beginning_offsets(pending)
+            ends = await consumer.end_offsets(pending)
+            starts = await asyncio.to_thread(self._starts, stored, begins, ends)
         except Exception as exc:
-            self._service.members.invalidate()
-            log.warning("writing a batch failed (%s: %s); deciding it again", type(exc), exc)
-            return None
-
-    async def _settle(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: Writing
-    ) -> None:
-        assert batch.task is not None
-        report = await batch.task
-        if report is None:
-            await self._process(
-                consumer, producer, batch.messages, batch.decoding, batch.letters_sent
+            if fault_of(exc) is Fault.OPERATOR:
+                raise operator_error(exc, "reading where the assigned partitions resume") from exc
+            self._resolve_attempts += 1
+            delay = backoff(self._resolve_attempts)
+            self._resolve_after = time.monotonic() + delay
+            log.error(
+                "cannot read where %d assigned partitions resume (%s); retrying in %.1fs",
+                len(pending),
+                exc,
+                delay,
             )
             return
-        self._count(report)
-        await self._commit_offsets(consumer, batch.messages)
+        self._resolve_attempts = 0
+        for tp in pending:
+            if tp not in self._unresolved:
+                continue  # revoked meanwhile
+            incarnation, start = starts[tp]
+            key = (tp.topic, tp.partition)
+            self.next_offsets[key] = start
+            self._incarnations[key] = incarnation
+            consumer.seek(tp, start)
+            self._offsets.resumes_at(tp, start)
+            self._unresolved.discard(tp)
+            consumer.resume(tp)
+
+    def _stored_positions(
+        self, tps: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, InputPosition]:
+        return {
+            tp: self.ledger.input_position(tp.topic, tp.partition) or NOTHING_STORED for tp in tps
+        }
+
+    def _starts(
+        self,
+        stored: dict[TopicPartition, InputPosition],
+        begins: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """(incarnation, offset) each partition resumes at; skipped offsets are stored."""
+        starts = {}
+        for tp, position in stored.items():
+            incarnation, start = position.incarnation, position.offset + 1
+            begin, end = begins[tp], ends[tp]
+            if start > end:
+                log.error(
+                    "%s-%d ends at offset %d, below the store's position %d: it has started "
+                    "over (its topic was deleted and created again); reading it anew from its "
+                    "first offset, as incarnation %d",
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    position.offset,
+                    incarnation + 1,
+                )
+                incarnation, start = incarnation + 1, 0
+            if start < begin:
+                log.warning(
+                    "%s-%d: offsets %d to %d were deleted (retention) before they were read; "
+                    "counted as skipped",
+                    tp.topic,
+                    tp.partition,
+                    start,
+                    begin - 1,
+                )
+                checkpoint = Checkpoint()
+                checkpoint.skip(tp.topic, tp.partition, incarnation, start, begin)
+                self.ledger.put([], checkpoint)
+                start = begin
+            starts[tp] = (incarnation, start)
+        return starts
 
     async def _next_batch(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event
     ) -> list[InputMessage]:
+        """Up to `batch_max` messages, or what came within `batch_seconds`: possibly none,
+        so that an idle loop still settles the batch in flight and commits offsets."""
         batch: list[InputMessage] = []
         deadline = time.monotonic() + self._batch_seconds
         assignment = self._assignment
         while len(batch) < self._batch_max and not stopping.is_set():
             left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 and batch:
+            if left_ms <= 0:
                 break
-            records = await consumer.getmany(
-                timeout_ms=max(left_ms, 50), max_records=self._batch_max - len(batch)
-            )
+            try:
+                records = await consumer.getmany(
+                    timeout_ms=left_ms, max_records=self._batch_max - len(batch)
+                )
+            except OffsetOutOfRangeError as exc:
+                self._out_of_range(consumer, exc)
+                continue
+            except NoOffsetForPartitionError:
+                continue  # assigned, not yet sought: `_resolve` will
             if assignment != self._assignment:
                 assignment = self._assignment
                 batch.clear()
@@ -221,79 +318,28 @@ class IngestLoop:
                 key = (tp.topic, tp.partition)
                 expected = self.next_offsets.get(key)
                 if expected is None:
-                    continue  # not (or no longer) ours
+                    continue  # not (or no longer) ours, or not yet sought
                 fresh = [r for r in rows if r.offset >= expected]
                 if fresh:
                     self.next_offsets[key] = fresh[-1].offset + 1
+                incarnation = self._incarnations.get(key, 0)
                 batch.extend(
-                    InputMessage(tp.topic, tp.partition, r.offset, r.key, r.value) for r in fresh
+                    InputMessage(
+                        tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp, incarnation
+                    )
+                    for r in fresh
                 )
-            if not batch:
-                deadline = time.monotonic() + self._batch_seconds
         return batch
 
-    async def _process(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        messages: list[InputMessage],
-        decoding: Decoding,
-        letters_sent: bool = False,
-    ) -> None:
-        # Dead letters are published before the store takes their offsets in: a crash
-        # in between redelivers them (at-least-once on the dead-letter topic; readers
-        # dedupe on source.topic/partition/offset), but never loses one.
-        if not letters_sent:
-            await _retrying(lambda: self._publish_dead_letters(producer, decoding[1]))
-        await _retrying(lambda: self._take_in(producer, messages, decoding))
-        await self._commit_offsets(consumer, messages)
+    def _out_of_range(self, consumer: AIOKafkaConsumer, exc: OffsetOutOfRangeError) -> None:
+        positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        for tp, offset in positions.items():
+            log.warning("%s: offset %s is no longer in the log; resolving it", tp, offset)
+            self.next_offsets.pop((tp.topic, tp.partition), None)
+            consumer.pause(tp)
+            self._unresolved.add(tp)
 
-    async def _commit_offsets(
-        self, consumer: AIOKafkaConsumer, messages: list[InputMessage]
-    ) -> None:
-        # For lag tools only: the store's positions are what a restart resumes from.
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:  # in offset order within each partition
-            last[m.topic, m.partition] = m.offset
-        offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "")
-            for (topic, partition), offset in last.items()
-        }
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            log.warning("Kafka offset commit failed (the store has them): %s", exc)
-
-    async def _take_in(
-        self, producer: AIOKafkaProducer, messages: list[InputMessage], decoding: Decoding
-    ) -> None:
-        """Commits the messages; a failure not of the store's making is narrowed down by
-        halving until the one message that causes it is dead-lettered with the reason."""
-        decoded, dead = decoding
-        try:
-            report = await asyncio.to_thread(self._service.commit, decoded, dead)
-        except OUTAGES:
-            raise
-        except Exception as exc:
-            if len(messages) == 1:
-                log.exception("message %s failed; dead-lettering it", messages[0][:3])
-                letter = DeadLetter(messages[0], f"processing failed: {type(exc).__name__}: {exc}")
-                await self._publish_dead_letters(producer, [letter])
-                report = await asyncio.to_thread(self._service.commit, [], [letter])
-            else:
-                middle = len(messages) // 2
-                for half in (messages[:middle], messages[middle:]):
-                    await self._take_in(producer, half, _within(decoding, half))
-                return
-        self._count(report)
-
-    def _count(self, report: BatchReport) -> None:
-        for outcome, n in report.outcomes.items():
-            self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
-
-    async def _publish_dead_letters(
-        self, producer: AIOKafkaProducer, dead: list[DeadLetter]
-    ) -> None:
+    async def _publish(self, producer: AIOKafkaProducer, dead: Sequence[DeadLetter]) -> None:
         if not dead:
             return
         futures = [
@@ -308,38 +354,17 @@ class IngestLoop:
         await asyncio.gather(*futures)
 
 
-def _within(decoding: Decoding, messages: list[InputMessage]) -> Decoding:
-    """The part of a batch's decoding that concerns these of its messages."""
-    keys = {(m.topic, m.partition, m.offset) for m in messages}
-    decoded, dead = decoding
-    return (
-        [d for d in decoded if d.message[:3] in keys],
-        [d for d in dead if d.message[:3] in keys],
-    )
-
-
-async def _retrying(step: Callable[[], Awaitable[None]]) -> None:
-    for attempt in itertools.count(1):
-        try:
-            await step()
-            return
-        except OUTAGES as exc:
-            # Not the messages' fault: the same step is tried again, forever; the store's
-            # positions make a half-done earlier attempt harmless.
-            delay = min(30.0, 0.5 * 2**attempt)
-            log.error("store or broker unavailable (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-
-
 async def _start_with_retry(
     client: AIOKafkaConsumer | AIOKafkaProducer, attempts: int = 30
 ) -> None:
-    # A fresh broker may not have a group coordinator for the first seconds (FACTS.md).
+    # A fresh broker may not have a group coordinator for the first seconds.
     for attempt in range(1, attempts + 1):
         try:
             await client.start()
             return
         except KafkaError as exc:
+            if fault_of(exc) is Fault.OPERATOR:
+                raise operator_error(exc, f"connecting to Kafka at {client}") from exc
             if attempt == attempts:
                 raise
             log.warning("Kafka not ready (%s); retrying", exc)

@@ -21,19 +21,21 @@ from eventsourcing.persistence import IntegrityError
 
 from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
 from services.domain.member import Member, Outcome
+from services.faults import Contention
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.program import Program
-from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.checkpoint import Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.ledger import Ledger
 from services.validation import Decoder, InvalidEvent
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+NOTHING_STORED = InputPosition(0, -1)
 
 
-class StoreContention(Exception):
-    """Other writers kept winning the same members: the store's doing, not a message's."""
+class StoreContention(Contention):
+    """A batch or a sweep still conflicted after MAX_ATTEMPTS decisions."""
 
 
 @dataclass
@@ -140,7 +142,7 @@ class IngestService:
         dead: list[DeadLetter] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, self._decoder.decode(message.topic, message.value)))
+                decoded.append(Decoded(message, self._decoder.decode(message)))
             except InvalidEvent as exc:
                 dead.append(DeadLetter(message, str(exc)))
             except Exception as exc:  # a decoder bug must not stop the worker: say what broke
@@ -201,14 +203,13 @@ class IngestService:
     ) -> tuple[list[Decoded], list[DeadLetter], int]:
         # A message at or below the stored position was taken in by an earlier commit
         # (ours before a crash, or another worker's before a rebalance): never again.
-        positions: dict[tuple[str, int], int] = {}
+        positions: dict[tuple[str, int], InputPosition] = {}
 
         def stored(message: InputMessage) -> bool:
             key = (message.topic, message.partition)
             if key not in positions:
-                position = self._ledger.input_position(*key)
-                positions[key] = -1 if position is None else position
-            return message.offset <= positions[key]
+                positions[key] = self._ledger.input_position(*key) or NOTHING_STORED
+            return positions[key].holds(message.incarnation, message.offset)
 
         fresh_decoded = [d for d in decoded if not stored(d.message)]
         fresh_dead = [d for d in dead if not stored(d.message)]
@@ -226,14 +227,18 @@ class IngestService:
         decoded = interleave(decoded)
         for letter in dead:
             m = letter.message
-            checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED)
+            checkpoint.account(
+                m.topic, m.partition, m.offset, MessageOutcome.DEAD_LETTERED, m.incarnation
+            )
         event_ids = {d.command.event_id for d in decoded}
         known = self._ledger.known_event_ids(event_ids) | event_ids.intersection(in_flight)
         self.members.prefetch(d.command.member_id for d in decoded)
         for item in decoded:
             m, command = item.message, item.command
             if command.event_id in known:
-                checkpoint.account(m.topic, m.partition, m.offset, MessageOutcome.DUPLICATE)
+                checkpoint.account(
+                    m.topic, m.partition, m.offset, MessageOutcome.DUPLICATE, m.incarnation
+                )
                 continue
             known.add(command.event_id)
             member = self._member(command.member_id, touched)
@@ -245,7 +250,7 @@ class IngestService:
                     self._program, event_id=bonus.event_id, referee_id=member.member_id, at=bonus.at
                 )
             outcome = MessageOutcome.REJECTED if decision.rejected else MessageOutcome.APPLIED
-            checkpoint.account(m.topic, m.partition, m.offset, outcome)
+            checkpoint.account(m.topic, m.partition, m.offset, outcome, m.incarnation)
             checkpoint.receipts.append(
                 Receipt(command.event_id, m.topic, m.partition, m.offset, outcome)
             )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +17,14 @@ from pathlib import Path
 import faust
 
 from services.bootstrap import Context
+from services.errors import OperatorError
+from services.faults import Fault, backoff, fault_of
 from services.ingest.consumer import HEARTBEAT_S, SESSION_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 
-def create_app(context: Context) -> faust.App:
+def create_app(context: Context, stopped_by: list[OperatorError] | None = None) -> faust.App:
     settings = context.settings
     # faust's own consumer group must not be ours: our loop joins `loyalty-ledger`
     # with aiokafka's assignor, which faust's assignor would refuse to share a group with.
@@ -44,7 +48,15 @@ def create_app(context: Context) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]
     async def ingest() -> None:
-        await loop.run(stopping)
+        try:
+            await loop.run(stopping)
+        except OperatorError as exc:
+            # Not a message's fault, and no retry will mend it: the worker stops, cleanly
+            # (SIGTERM runs faust's own shutdown), and says why in one line.
+            log.critical("stopping: %s", exc)
+            if stopped_by is not None:
+                stopped_by.append(exc)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop(app: faust.App, **_: object) -> None:
@@ -54,7 +66,7 @@ def create_app(context: Context) -> faust.App:
 
         @app.crontab("0 0 * * *", timezone=UTC, on_leader=True)
         async def daily_sweep() -> None:
-            await asyncio.to_thread(midnight_sweep, context, datetime.now(UTC))
+            await sweep_until_done(context, datetime.now(UTC), stopping)
 
     return app
 
@@ -68,6 +80,30 @@ def midnight_sweep(context: Context, now: datetime) -> int:
     written = sweeper.sweep(context.ledger.member_ids(), at)
     log.info("sweep as of %s: %d events", at.isoformat(), written)
     return written
+
+
+async def sweep_until_done(
+    context: Context, now: datetime, stopping: asyncio.Event, attempts: int = 12
+) -> int | None:
+    """The midnight sweep, waiting out outages (a sweep as of the same instant may run
+    again: what it did already, it finds done). A sweep that fails otherwise is logged,
+    and the worker goes on ingesting: a crashed worker would not sweep either."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(midnight_sweep, context, now)
+        except Exception as exc:
+            if fault_of(exc) is not Fault.OUTAGE:
+                log.exception("the sweep as of %s failed; the next one is at midnight", now)
+                return None
+            delay = backoff(attempt, cap=300.0)
+            log.error("the sweep as of %s paused (%s); retrying in %.0fs", now, exc, delay)
+            try:
+                await asyncio.wait_for(stopping.wait(), delay)
+                return None
+            except TimeoutError:
+                continue
+    log.error("the sweep as of %s gave up after %d attempts", now, attempts)
+    return None
 
 
 def _state_root() -> Path:
@@ -84,6 +120,12 @@ def run_worker(context: Context) -> None:
     # frozen out of its walks.
     gc.freeze()
     gc.set_threshold(100_000, 20, 10)
-    app = create_app(context)
+    stopped_by: list[OperatorError] = []
+    app = create_app(context, stopped_by)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if stopped_by:
+            raise stopped_by[0] from None
+        raise

@@ -15,7 +15,7 @@ from eventsourcing.persistence import Transcoder
 from eventsourcing.utils import get_topic
 
 from services.domain.member import Member
-from services.store.checkpoint import Checkpoint, tracking_name
+from services.store.checkpoint import Checkpoint, InputPosition, incarnation_of, tracking_name
 from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from services.store.transcoder import OrjsonTranscoder
 from services.store.urls import DatabaseUrl
@@ -89,9 +89,14 @@ class Ledger(Application[UUID]):
         atomically: what a batch decided while the one before it was being written."""
         self.events.put(events, checkpoint=checkpoint)
 
-    def input_position(self, topic: str, partition: int) -> int | None:
-        """Offset of the last input message of that partition the store has taken in."""
-        return self.store.max_tracking_id(tracking_name(topic, partition))
+    def input_position(self, topic: str, partition: int) -> InputPosition | None:
+        """How far the store has taken that input partition in, in its latest incarnation;
+        None when it has taken nothing in of it."""
+        trackings = self.store.input_trackings(tracking_name(topic, partition))
+        if not trackings:
+            return None
+        name, offset = max(trackings, key=lambda t: incarnation_of(t[0]))
+        return InputPosition(incarnation_of(name), offset)
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         return self.store.known_event_ids(event_ids) if event_ids else set()

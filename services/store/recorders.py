@@ -42,6 +42,12 @@ ADD_COUNT = (
 SELECT_KNOWN_PG = "SELECT event_id FROM ingest_receipts WHERE event_id = ANY(%s)"
 SELECT_KNOWN_SQLITE = "SELECT event_id FROM ingest_receipts WHERE event_id IN ({marks})"
 SELECT_COUNTS = "SELECT topic, outcome, messages FROM ingest_counts"
+# An input partition's tracking records, one per incarnation (checkpoint.tracking_name).
+SELECT_INPUT_TRACKING = (
+    "SELECT application_name, MAX(notification_id) FROM {table} "
+    "WHERE application_name = {p} OR application_name LIKE {p} ESCAPE '\\' "
+    "GROUP BY application_name"
+)
 COPY_RECEIPTS = (
     "COPY ingest_receipts (event_id, topic, partition, input_offset, outcome) FROM STDIN"
 )
@@ -86,9 +92,13 @@ def _receipt_lines(receipts: Iterable[Receipt]) -> bytes:
 def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
     # Positions go through eventsourcing's tracking records, which refuse to move back.
     return [
-        Tracking(tracking_name(topic, partition), offset)
-        for (topic, partition), offset in sorted(checkpoint.positions.items())
+        Tracking(tracking_name(topic, partition, incarnation), offset)
+        for (topic, partition, incarnation), offset in sorted(checkpoint.positions.items())
     ]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _count_rows(checkpoint: Checkpoint) -> list[tuple[Any, ...]]:
@@ -159,6 +169,14 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                 for r in curs.fetchall()
             ]
 
+    def input_trackings(self, name: str) -> list[tuple[str, int]]:
+        statement = SQL(SELECT_INPUT_TRACKING.format(table="{0}.{1}", p="%s")).format(
+            Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (name, _escape_like(name) + "~%"))
+            return [(r["application_name"], int(r["max"])) for r in curs.fetchall()]
+
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SELECT_KNOWN_PG, (list(event_ids),))
@@ -206,6 +224,12 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
                 )
                 events.extend(StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall())
         return events
+
+    def input_trackings(self, name: str) -> list[tuple[str, int]]:
+        statement = SELECT_INPUT_TRACKING.format(table="tracking", p="?")
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, (name, _escape_like(name) + "~%"))
+            return [(r[0], int(r[1])) for r in c.fetchall()]
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         ids = list(event_ids)

@@ -9,13 +9,17 @@ written.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from services.bootstrap import build
 from services.config import Settings
+from services.domain.member import Member
 from services.ingest.messages import InputMessage
+from services.ingest.pipeline import WritePath
 from services.store.checkpoint import MessageOutcome
 from tests.conftest import new_database
 from tests.integration.harness import ingest_service
@@ -120,3 +124,52 @@ def test_a_failed_write_puts_the_batch_decided_on_top_of_it_in_doubt(
     ours.commit(*ours.decode(first))
     ours.commit(*ours.decode(second))
     assert state(url, "ann")[0] == 400
+
+
+def recorded_order(url: str, member_id: str) -> list[tuple[int, str]]:
+    """(version, event_id) of the member's recorded purchases, in store order."""
+    ledger = build(Settings(database_url=url)).ledger
+    stored = ledger.store.select_members_events([Member.create_id(member_id)])
+    events = [ledger.mapper.to_domain_event(s) for s in stored]
+    return [
+        (e.originator_version, e.event_id) for e in events if type(e).__name__ == "PurchaseRecorded"
+    ]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_batch_whose_write_failed_first_is_stored_before_the_one_decided_after_it(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(f"{backend}_url")
+    ours, other = ingest_service(url), ingest_service(url)
+    stored: list[InputMessage] = []
+
+    async def no_dead_letters(letters: object) -> None:
+        pass
+
+    path = WritePath(ours, no_dead_letters, stored.extend)
+    # Given ann is cached by our worker
+    await path.take([purchase(0, "a0", "ann", "o0", 1)._replace(partition=1)])
+    await path.flush()
+    # and another worker writes ann meanwhile, so that our batch N will be refused
+    other.commit(*other.decode([purchase(0, "z1", "ann", "oz", 1)._replace(partition=2)]))
+    batch_n = [purchase(0, "a1", "ann", "o1", 2)]
+    batch_n1 = [purchase(1, "a2", "ann", "o2", 3)]
+
+    # When N's write has failed before N+1 is decided (N+1 decided on the store without N)
+    await path.take(batch_n)
+    while path._writing is not None and not path._writing.task.done():  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)
+    await path.take(batch_n1)
+    await path.flush()
+
+    # Then N is stored before N+1, each once, versions without a gap
+    order = recorded_order(url, "ann")
+    assert [event_id for _, event_id in order] == ["a0", "z1", "a1", "a2"]
+    versions = [v for v, _ in order]
+    assert versions == sorted(versions)
+    ledger = build(Settings(database_url=url)).ledger
+    member = ledger.member("ann")
+    assert member is not None and member.balance == 400
+    assert len(ledger.store.select_members_events([Member.create_id("ann")])) == member.version
+    assert [m.offset for m in stored] == [0, 0, 1]

@@ -10,7 +10,7 @@ from eventsourcing.persistence import IntegrityError
 
 from services.domain.member import Member
 from services.program import load_program
-from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
+from services.store.checkpoint import SKIPPED, Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.leadership import AlwaysLeader, leadership
 from services.store.ledger import Ledger
 from tests.conftest import new_database
@@ -40,7 +40,7 @@ def test_events_positions_receipts_and_counts_commit_together(ledger: Ledger) ->
     member.purchase(PROGRAM, event_id="p1", order_id="o1", amount=Decimal("12.50"), at=AT)
     ledger.commit([member], checkpoint(0, "p1"))
 
-    assert ledger.input_position("in", 0) == 0
+    assert ledger.input_position("in", 0) == InputPosition(0, 0)
     assert ledger.input_position("in", 1) is None
     assert ledger.known_event_ids({"p1", "p2"}) == {"p1"}
     assert ledger.message_counts() == {("in", "applied"): 1}
@@ -58,7 +58,7 @@ def test_a_conflicting_commit_leaves_nothing_behind(ledger: Ledger) -> None:
     with pytest.raises(IntegrityError):
         ledger.commit([rival], checkpoint(1, "p2"))
 
-    assert ledger.input_position("in", 0) == 0
+    assert ledger.input_position("in", 0) == InputPosition(0, 0)
     assert ledger.known_event_ids({"p2"}) == set()
     assert ledger.message_counts() == {("in", "applied"): 1}
 
@@ -67,14 +67,48 @@ def test_a_receipt_is_taken_once(ledger: Ledger) -> None:
     ledger.commit([], checkpoint(0, "p1"))
     with pytest.raises(IntegrityError):
         ledger.commit([], checkpoint(5, "p1"))
-    assert ledger.input_position("in", 0) == 0
+    assert ledger.input_position("in", 0) == InputPosition(0, 0)
 
 
 def test_input_positions_only_move_forward(ledger: Ledger) -> None:
     ledger.commit([], checkpoint(10, "p1"))
     with pytest.raises(IntegrityError):
         ledger.commit([], checkpoint(3, "p2"))
-    assert ledger.input_position("in", 0) == 10
+    assert ledger.input_position("in", 0) == InputPosition(0, 10)
+
+
+def test_a_restarted_partition_is_tracked_anew_as_its_next_incarnation(ledger: Ledger) -> None:
+    ledger.commit([], checkpoint(500, "p1"))
+    restarted = Checkpoint()
+    restarted.account("in", 0, 3, MessageOutcome.APPLIED, incarnation=1)
+    ledger.commit([], restarted)
+    assert ledger.input_position("in", 0) == InputPosition(1, 3)
+    assert ledger.input_position("in", 0).holds(0, 900)  # type: ignore[union-attr]
+    assert not ledger.input_position("in", 0).holds(1, 4)  # type: ignore[union-attr]
+    back = Checkpoint()
+    back.account("in", 0, 2, MessageOutcome.APPLIED, incarnation=1)
+    with pytest.raises(IntegrityError):
+        ledger.commit([], back)
+
+
+def test_partitions_of_topics_whose_names_look_alike_never_mix(ledger: Ledger) -> None:
+    # '_' and '%' are wildcards to SQL's LIKE; Kafka allows '_' and '.' in topic names.
+    for topic, incarnation, offset in (("a_b", 1, 5), ("aXb", 2, 7), ("a.b", 0, 9)):
+        cp = Checkpoint()
+        cp.account(topic, 0, offset, MessageOutcome.APPLIED, incarnation)
+        ledger.commit([], cp)
+    assert ledger.input_position("a_b", 0) == InputPosition(1, 5)
+    assert ledger.input_position("aXb", 0) == InputPosition(2, 7)
+    assert ledger.input_position("a.b", 0) == InputPosition(0, 9)
+    assert ledger.input_position("a_b", 1) is None
+
+
+def test_skipped_offsets_move_the_position_and_are_counted(ledger: Ledger) -> None:
+    cp = Checkpoint()
+    cp.skip("in", 0, 0, first=0, upto=40)
+    ledger.commit([], cp)
+    assert ledger.input_position("in", 0) == InputPosition(0, 39)
+    assert ledger.message_counts() == {("in", SKIPPED): 40}
 
 
 def test_any_event_id_upstream_may_send_is_stored_exactly(ledger: Ledger) -> None:
