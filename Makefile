@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check services projections tests
 	$(VENV)/bin/mypy services projections
 
-services-up:
+services-up: $(STAMP)
 	bash deploy/local.sh up
 
 services-down:
@@ -47,4 +47,5 @@ services-down:
 
 clean:
 	bash deploy/local.sh down || true
+	bash deploy/postgres/pg.sh destroy || true
 	rm -rf .local $(VENV)

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     digest = sub.add_parser("digest", help="SHA-256 over every member's ledger, as of T")
     digest.add_argument("--as-of", type=_parse_time, default=None, dest="as_of")
     digest.set_defaults(func=_digest)
+    topics = sub.add_parser(
+        "topics", help="create the ledger's Kafka topics that are missing, with their settings"
+    )
+    topics.add_argument("--partitions", type=int, default=4)
+    topics.add_argument("--replication", type=int, default=1)
+    topics.set_defaults(func=_topics, needs_store=False)
     demo = sub.add_parser("demo", help="write a generated demo stream as JSON Lines")
     demo.add_argument("file", type=Path)
     demo.add_argument("--members", type=int, default=300)
@@ -128,6 +134,26 @@ def _publish(args: argparse.Namespace) -> int:
     report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
     print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
     return 0 if report.unroutable == 0 else 1
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from services.config import Settings
+    from services.topics import check_dead_letter_room, ensure_topics, topic_configs
+
+    settings = Settings.from_env()
+    topics = settings.topics
+
+    async def create() -> list[str]:
+        created = await ensure_topics(
+            settings.kafka_bootstrap, topics, args.partitions, args.replication
+        )
+        await check_dead_letter_room(settings.kafka_bootstrap, topics.inputs, topics.dead_letters)
+        return created
+
+    created = asyncio.run(create())
+    present = [name for name in topic_configs(topics) if name not in created]
+    print(f"topics: created {', '.join(created) or 'none'}; present {', '.join(present) or 'none'}")
+    return 0
 
 
 def _worker(context: Context, args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 #
 #   kafka.sh fetch          copy the broker's jars into .local/kafka/jars (skipped when current)
 #   kafka.sh start [PORT]   format storage once, start the broker, wait until it serves metadata
-#   kafka.sh topics [PORT]  create the loyalty topics that are missing
+#   kafka.sh topics [PORT]  create the loyalty topics that are missing (`loyalty topics`)
 #   kafka.sh stop           stop the broker (waits for the process, not the port)
 #   kafka.sh reset          stop and delete the broker's data
 #   kafka.sh status [PORT]  exit 0 when the broker answers
@@ -255,42 +255,13 @@ cmd_status() {
 
 cmd_topics() {
   local port=${1:-$(cat "$PORTFILE" 2>/dev/null || echo "${KAFKA_PORT:-9092}")}
-  local bootstrap=127.0.0.1:$port
-  broker_ready "$port" || die "no broker answers on $bootstrap (run: kafka.sh start $port)"
-  cmd_fetch
-  local events=${LOYALTY_TOPIC_MEMBER_EVENTS:-loyalty.member-events}
-  local topics=(
-    "${LOYALTY_TOPIC_PURCHASES:-loyalty.purchases}"
-    "${LOYALTY_TOPIC_REFERRALS:-loyalty.referrals}"
-    "${LOYALTY_TOPIC_SOCIAL_SHARES:-loyalty.social-shares}"
-    "${LOYALTY_TOPIC_REDEMPTIONS:-loyalty.redemptions}"
-    "${LOYALTY_TOPIC_DEAD_LETTERS:-loyalty.dead-letters}"
-    "$events"
-  )
-  # One JVM lists every topic with its configs; only what is missing costs another.
-  local described
-  described=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --describe 2>&1) ||
-    { echo "$described" >&2; die "could not list topics on $bootstrap"; }
-  local header pids=() t created=()
-  for t in "${topics[@]}"; do
-    header=$(grep -E "^Topic: $(printf '%s' "$t" | sed 's/[.[\*^$]/\\&/g')[[:space:]]" <<<"$described" || true)
-    if [[ -z $header ]]; then
-      local extra=()
-      [[ $t == "$events" ]] && extra=(--config retention.ms=-1 --config retention.bytes=-1)
-      kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --if-not-exists \
-        --topic "$t" --partitions 4 --replication-factor 1 "${extra[@]}" >/dev/null &
-      pids+=($!)
-      created+=("$t")
-    elif [[ $t == "$events" ]] && ! grep -q 'retention.ms=-1' <<<"$header"; then
-      say "setting $t to keep events forever"
-      kafka_tool kafka.admin.ConfigCommand --bootstrap-server "$bootstrap" --alter --entity-type topics \
-        --entity-name "$t" --add-config retention.ms=-1,retention.bytes=-1 >/dev/null
-    fi
-  done
-  local failed=0
-  for t in "${pids[@]}"; do wait "$t" || failed=1; done
-  ((failed == 0)) || die "creating topics failed (see $LOGS/kafka-tools.log)"
-  if ((${#created[@]})); then say "created: ${created[*]}"; else say "topics present: ${topics[*]}"; fi
+  broker_ready "$port" || die "no broker answers on 127.0.0.1:$port (run: kafka.sh start $port)"
+  # The topics and their settings are the package's to say (`loyalty topics`): one list,
+  # the same one the worker checks at start-up.
+  local py=$ROOT/.venv/bin/python
+  [[ -x $py ]] || die "no virtualenv in $ROOT/.venv: run 'make venv' first"
+  (cd "$ROOT" && LOYALTY_KAFKA_BOOTSTRAP=127.0.0.1:$port "$py" -m services.cli topics) >&2 ||
+    die "creating topics failed"
 }
 
 usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }

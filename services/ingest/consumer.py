@@ -23,7 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.faults import Fault, backoff, fault_of, operator_error
 from services.ingest.messages import DeadLetter, InputMessage
-from services.ingest.pipeline import WritePath
+from services.ingest.pipeline import Stopped, WritePath
 from services.ingest.service import NOTHING_STORED, IngestService
 from services.store.checkpoint import Checkpoint, InputPosition
 from services.store.ledger import Ledger
@@ -189,6 +189,7 @@ class IngestLoop:
             self._service,
             lambda letters: self._publish(producer, letters),
             self._offsets.stored,
+            stopping,
         )
         try:
             while not stopping.is_set():
@@ -199,6 +200,8 @@ class IngestLoop:
                 await self._offsets.commit(consumer)
             await path.flush()
             await self._offsets.commit(consumer)
+        except Stopped as exc:
+            log.warning("stopped while %s waited out an outage; it is read again at restart", exc)
         finally:
             path.cancel()
             await consumer.stop()

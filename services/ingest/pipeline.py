@@ -55,13 +55,23 @@ class Writing:
     letters_sent: bool = False
 
 
+class Stopped(Exception):
+    """The worker was asked to stop while a batch waited out an outage: the batch is not
+    stored, and is read again after a restart."""
+
+
 class WritePath:
     def __init__(
-        self, service: IngestService, publish: PublishDeadLetters, on_stored: OnStored
+        self,
+        service: IngestService,
+        publish: PublishDeadLetters,
+        on_stored: OnStored,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._service = service
         self._publish = publish
         self._on_stored = on_stored
+        self._stopping = stopping or asyncio.Event()
         self._writing: Writing | None = None
         # outcome -> messages, since start: what this worker took in
         self.totals: dict[str, int] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from projections.runner import ProjectionRunner
 from services.bootstrap import Context, build
 from services.config import Settings
 from services.demo import generate
+from services.domain.member import Member
+from services.store.checkpoint import Checkpoint
 from tests.integration.harness import commit_events, read_models
 
 pytestmark = pytest.mark.integration
@@ -224,3 +227,28 @@ def test_a_projector_keeps_following_while_replays_rebuild_under_it(database_url
     assert not errors
     follower.catch_up()
     assert read_models(context, "projection_positions") == expected
+
+
+def test_text_with_nul_stored_before_ingestion_refused_it_does_not_stop_the_read_side(
+    database_url: str,
+) -> None:
+    # A store written by an older version: U+0000 reached the store through the domain.
+    context = build(Settings(database_url=database_url, daily_sweep=False))
+    member = Member.register("a\x00")
+    member.purchase(
+        context.program,
+        event_id="e\x00",
+        order_id="o\x00",
+        amount=Decimal("10"),
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    context.ledger.commit([member], Checkpoint())
+
+    runner = context.projection_runner()
+    try:
+        assert runner.catch_up() > 0
+    finally:
+        runner.close()
+    rows = read_models(context)
+    assert [row[1] for row in rows["member_balances"]] == ["a\ufffd"]
+    assert rows["ledger_entries"][0][6] == "e\ufffd"
