@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from projections.metrics import churn_metrics, liability, tier_metrics
 from projections.runner import ProjectionRunner
 from services.bootstrap import Context
 from services.domain.member import Member
+from services.faults import Fault, fault_of
 from services.status import gather_status
 from services.store.database import Database
 
@@ -41,6 +43,8 @@ MAX_VERSION = 2**63 - 1  # ledger_entries.version is a BIGINT
 # kept this far inside datetime's range, their arithmetic never overflows.
 EARLIEST_AS_OF = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_AS_OF = datetime(9000, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger(__name__)
 
 CONTEXT = web.AppKey("context", Context)
 DATABASE = web.AppKey("database", Database)
@@ -192,6 +196,26 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def unavailable_during_outages(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The store away is not a bug of the request: 503 with a retry hint, not a 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        if fault_of(exc) is not Fault.OUTAGE:
+            raise
+        log.warning("%s %s: the store is unavailable (%s)", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "the store is unavailable; try again shortly"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+
+
+@web.middleware
 async def refuse_while_rebuilding(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
@@ -211,7 +235,7 @@ async def refuse_while_rebuilding(
 
 
 def create_app(context: Context, database: Database, runner: ProjectionRunner) -> web.Application:
-    app = web.Application(middlewares=[refuse_while_rebuilding])
+    app = web.Application(middlewares=[unavailable_during_outages, refuse_while_rebuilding])
     app[CONTEXT] = context
     app[DATABASE] = database
     app[RUNNER] = runner

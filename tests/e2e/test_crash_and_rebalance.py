@@ -38,6 +38,10 @@ KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
 # Each life of a killed worker takes in about a thousand messages: the stream must outlast
 # every kill, and last long enough for a second worker to join mid-stream.
 BUYERS = max(1500, 150 * KILLS)
+# The four-topic stream (about nine messages a buyer) is killed in two phases, three
+# quarters of the kills in the first.
+CROSS_BUYERS = max(900, 160 * KILLS)
+CROSS_KILLS = (max(3, KILLS * 3 // 4), max(1, KILLS - max(3, KILLS * 3 // 4)))
 PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
 
 
@@ -144,13 +148,13 @@ def test_referral_bonuses_and_redemptions_stay_exactly_once_under_sigkill(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, tmp_path: Path
 ) -> None:
     # Given a stream over all four topics, whose ledgers depend on how topics interleave
-    early, late = cross_member_stream(topics, seed=17, buyers=900)
+    early, late = cross_member_stream(topics, seed=17, buyers=CROSS_BUYERS)
     records = [*early, *late]
     env = worker_env(kafka_bootstrap, postgres_url, topics)
     log = tmp_path / "worker.log"
 
     # When a worker is killed mid-stream again and again in each phase, then left to finish
-    for phase, kills in ((early, 3), (late, 1)):
+    for phase, kills in zip((early, late), CROSS_KILLS, strict=True):
         asyncio.run(send(kafka_bootstrap, phase))
         expected = accounted(postgres_url) + len(phase)
         kill_repeatedly(env, postgres_url, expected, log, kills)
