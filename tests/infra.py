@@ -141,16 +141,44 @@ def start_services(*, docker: bool | None = None) -> Services:
     return services
 
 
+# A port found free may be taken before the server binds it (another session's server, or
+# a client's outgoing connection on loopback): a start that failed on that is tried again
+# on other ports.
+PORT_ATTEMPTS = 3
+
+
+def _started_on_free_ports(
+    script: str, port: int, env: dict[str, str], attempt: int, fixed: str | None
+) -> str:
+    """The script's output, or "" when the port was taken and another try is due."""
+    try:
+        return _script(script, "start", str(port), env=env) or "started"
+    except RuntimeError as exc:
+        taken = "already in use" in str(exc).lower() or "is taken" in str(exc)
+        if fixed or not taken or attempt == PORT_ATTEMPTS:
+            raise
+        print(f"tests/infra.py: {script} found a port taken; trying others", file=sys.stderr)
+        return ""
+
+
 def _start(services: Services, kafka: bool, postgres: bool, docker: bool) -> None:
     if kafka:
         if docker:
             services.kafka_bootstrap = _kafka_container(services)
         else:
-            port = int(os.environ.get("LOYALTY_TEST_KAFKA_PORT", _free_port()))
-            env = {"KAFKA_PORT": str(port), "KAFKA_HOME": _session_home("kafka", services)}
-            # Before the start: a start that fails midway may leave a broker behind.
-            services.stops.append(partial(_stop, "deploy/kafka/kafka.sh", "stop", env))
-            _script("deploy/kafka/kafka.sh", "start", str(port), env=env)
+            home = _session_home("kafka", services)
+            fixed = os.environ.get("LOYALTY_TEST_KAFKA_PORT")
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                port = int(fixed or _free_port())
+                env = {
+                    "KAFKA_PORT": str(port),
+                    "KAFKA_CONTROLLER_PORT": str(_free_port()),
+                    "KAFKA_HOME": home,
+                }
+                # Before the start: a start that fails midway may leave a broker behind.
+                services.stops.append(partial(_stop, "deploy/kafka/kafka.sh", "stop", env))
+                if _started_on_free_ports("deploy/kafka/kafka.sh", port, env, attempt, fixed):
+                    break
             services.kafka_bootstrap = f"127.0.0.1:{port}"
     if postgres:
         if docker:
@@ -161,11 +189,16 @@ def _start(services: Services, kafka: bool, postgres: bool, docker: bool) -> Non
             services.postgres_url = pg.get_connection_url()
             services.stops.append(pg.stop)
         else:
-            port = int(os.environ.get("LOYALTY_TEST_PG_PORT", _free_port()))
-            env = {"PG_PORT": str(port), "PG_HOME": _session_home("pg", services)}
-            # destroy, not stop: run as root from a private folder, the server's data lives
-            # outside PG_HOME (see pg.sh), where removing PG_HOME would leave it behind.
-            services.stops.append(partial(_stop, "deploy/postgres/pg.sh", "destroy", env))
-            _script("deploy/postgres/pg.sh", "install", env=env)
-            out = _script("deploy/postgres/pg.sh", "start", str(port), env=env)
+            home = _session_home("pg", services)
+            fixed = os.environ.get("LOYALTY_TEST_PG_PORT")
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                port = int(fixed or _free_port())
+                env = {"PG_PORT": str(port), "PG_HOME": home}
+                # destroy, not stop: run as root from a private folder, the server's data
+                # lives outside PG_HOME (see pg.sh), where removing PG_HOME would leave it.
+                services.stops.append(partial(_stop, "deploy/postgres/pg.sh", "destroy", env))
+                _script("deploy/postgres/pg.sh", "install", env=env)
+                out = _started_on_free_ports("deploy/postgres/pg.sh", port, env, attempt, fixed)
+                if out:
+                    break
             services.postgres_url = out.strip().splitlines()[-1]

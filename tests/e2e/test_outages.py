@@ -69,7 +69,11 @@ def own_services() -> Iterator[OwnServices]:
     for home in homes:
         Path(home).chmod(0o755)
     kafka_port, pg_port = free_port(), free_port()
-    kafka_env = {"KAFKA_PORT": str(kafka_port), "KAFKA_HOME": homes[0]}
+    kafka_env = {
+        "KAFKA_PORT": str(kafka_port),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "KAFKA_HOME": homes[0],
+    }
     pg_env = {"PG_PORT": str(pg_port), "PG_HOME": homes[1]}
     try:
         _script("deploy/kafka/kafka.sh", "start", str(kafka_port), env=kafka_env)
