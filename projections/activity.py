@@ -1,4 +1,5 @@
-"""`member_purchases` and `tier_changes`: the histories churn and tier metrics read."""
+"""`member_purchases`, `tier_changes` and `member_badges`: the histories the metrics and the
+member endpoint read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from projections.events import Event
 from services.store.database import Cursor, Row
 
 PURCHASE_COLUMNS = ("aggregate_id", "version", "at")
+BADGE_COLUMNS = ("aggregate_id", "badge_id", "earned_at", "event_id", "version")
 TIER_CHANGE_COLUMNS = (
     "aggregate_id",
     "version",
@@ -23,7 +25,7 @@ TIER_CHANGE_COLUMNS = (
 
 class ActivityProjection(Projection):
     name: ClassVar[str] = "activity"
-    tables: ClassVar[tuple[str, ...]] = ("member_purchases", "tier_changes")
+    tables: ClassVar[tuple[str, ...]] = ("member_purchases", "tier_changes", "member_badges")
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_purchases ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
@@ -32,6 +34,9 @@ class ActivityProjection(Projection):
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
         "month TEXT NOT NULL, from_tier TEXT NOT NULL, to_tier TEXT NOT NULL, "
         "direction TEXT NOT NULL, PRIMARY KEY (aggregate_id, version))",
+        "CREATE TABLE IF NOT EXISTS member_badges ("
+        "aggregate_id TEXT NOT NULL, badge_id TEXT NOT NULL, earned_at TEXT NOT NULL, "
+        "event_id TEXT, version BIGINT NOT NULL, PRIMARY KEY (aggregate_id, badge_id))",
     )
     index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS member_purchases_at ON member_purchases (at)",
@@ -44,14 +49,20 @@ class ActivityProjection(Projection):
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         purchases: list[Row] = []
         tier_changes: list[Row] = []
+        badges: list[Row] = []
         for e in events:
             kind = e.kind
             if kind == "PurchaseRecorded":
                 purchases.append((e.aggregate_id, e.version, e.at))
             elif kind == "TierChanged":
                 tier_changes.append(self._tier_change(e))
+            elif kind == "BadgeEarned":
+                badges.append(
+                    (e.aggregate_id, e.data["badge_id"], e.at, e.data.get("event_id"), e.version)
+                )
         cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
         cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)
+        cur.insert("member_badges", BADGE_COLUMNS, badges)
 
     def _tier_change(self, e: Event) -> Row:
         from_tier, to_tier = e.data["from_tier"], e.data["to_tier"]

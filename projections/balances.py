@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from projections.base import Projection
 from projections.cache import RowCache
-from projections.events import Event
+from projections.events import CREDITS, Event
 from services.store.database import Cursor
 
 TABLE = "member_balances"
@@ -20,21 +20,27 @@ VALUES = (
     "lifetime_points",
     "last_event_at",
     "position",
+    "pending_points",
+    "enrolled_at",
+    "birth_date",
 )
 COLUMNS = (*KEY, *VALUES)
 # Indexes into a row of COLUMNS.
-MEMBER_ID, BALANCE, TIER, QUALIFYING, LIFETIME, LAST_EVENT_AT, POSITION = range(1, 8)
+(
+    MEMBER_ID,
+    BALANCE,
+    TIER,
+    QUALIFYING,
+    LIFETIME,
+    LAST_EVENT_AT,
+    POSITION,
+    PENDING,
+    ENROLLED_AT,
+    BIRTH_DATE,
+) = range(1, 11)
 
 # Credits and clawbacks that count toward lifetime points (expiries and redemptions do not).
-LIFETIME_EVENTS = frozenset(
-    {
-        "PurchaseRecorded",
-        "RefundRecorded",
-        "ReferralRewarded",
-        "ReferrerBonusEarned",
-        "SocialShareRecorded",
-    }
-)
+LIFETIME_EVENTS = CREDITS | {"RefundRecorded"}
 
 
 class BalancesProjection(Projection):
@@ -44,7 +50,8 @@ class BalancesProjection(Projection):
         "CREATE TABLE IF NOT EXISTS member_balances ("
         "aggregate_id TEXT PRIMARY KEY, member_id TEXT NOT NULL UNIQUE, balance BIGINT NOT NULL, "
         "tier TEXT NOT NULL, qualifying_points BIGINT NOT NULL, lifetime_points BIGINT NOT NULL, "
-        "last_event_at TEXT, position BIGINT NOT NULL)",
+        "last_event_at TEXT, position BIGINT NOT NULL, pending_points BIGINT NOT NULL, "
+        "enrolled_at TEXT, birth_date TEXT)",
     )
     index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS member_balances_tier ON member_balances (tier)",
@@ -79,7 +86,19 @@ class BalancesProjection(Projection):
         position, key, _, kind, at, data = e
         if kind == "Registered":
             if key not in rows:
-                rows[key] = [key, data["member_id"], 0, self._lowest_tier, 0, 0, None, position]
+                rows[key] = [
+                    key,
+                    data["member_id"],
+                    0,
+                    self._lowest_tier,
+                    0,
+                    0,
+                    None,
+                    position,
+                    0,
+                    None,
+                    None,
+                ]
             return
         row = rows.get(key)
         if row is None:
@@ -89,6 +108,12 @@ class BalancesProjection(Projection):
             row[QUALIFYING] = data["qualifying_points"]
             row[POSITION] = position
             return
+        if kind == "Enrolled":
+            row[ENROLLED_AT] = at
+            row[BIRTH_DATE] = data.get("birth_date")
+        pending = data.get("pending")
+        if pending:
+            row[PENDING] += int(pending)
         balance = data.get("balance")
         if balance is not None:
             row[BALANCE] = balance

@@ -29,6 +29,23 @@ _RESTORE: dict[str, Callable[[Any], Any]] = {
 }
 
 
+# Events that credit the balance: each forms a lot dated at its `at` (points beyond the
+# debt it repaid) and counts toward lifetime points (services/domain/member.py).
+CREDITS = frozenset(
+    {
+        "PurchaseRecorded",
+        "ReferralRewarded",
+        "ReferrerBonusEarned",
+        "SocialShareRecorded",
+        "Enrolled",
+        "ReviewRecorded",
+        "BirthdayRewarded",
+        "BadgeEarned",
+        "PointsReleased",
+    }
+)
+
+
 class Event(NamedTuple):
     position: int
     aggregate_id: str

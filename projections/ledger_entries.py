@@ -10,8 +10,29 @@ from projections.events import Event, plain
 from services.store.database import Cursor, Row
 
 TABLE = "ledger_entries"
-COLUMNS = ("aggregate_id", "version", "at", "kind", "points", "balance", "event_id", "detail")
-DETAIL_FIELDS = ("order_id", "reward", "network", "referrer_id", "referee_id", "lot_date", "reason")
+COLUMNS = (
+    "aggregate_id",
+    "version",
+    "at",
+    "kind",
+    "points",
+    "balance",
+    "event_id",
+    "detail",
+    "pending",
+)
+DETAIL_FIELDS = (
+    "order_id",
+    "reward",
+    "network",
+    "referrer_id",
+    "referee_id",
+    "product_id",
+    "badge_id",
+    "lot_date",
+    "release_at",
+    "reason",
+)
 
 
 class LedgerEntriesProjection(Projection):
@@ -22,7 +43,7 @@ class LedgerEntriesProjection(Projection):
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
         "kind TEXT NOT NULL, "
         "points BIGINT NOT NULL, balance BIGINT NOT NULL, event_id TEXT, detail TEXT, "
-        "PRIMARY KEY (aggregate_id, version))",
+        "pending BIGINT NOT NULL, PRIMARY KEY (aggregate_id, version))",
     )
 
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
@@ -38,8 +59,21 @@ def entries(events: Sequence[Event]) -> list[Row]:
         # A movement is an event that carries both the points moved and the balance after.
         if points is None or balance is None:
             continue
-        detail = ", ".join([f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := get(n))])
+        details = [f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := get(n))]
+        campaigns = get("campaigns")
+        if campaigns:
+            details.append("campaigns=" + " ".join(f"{c}:{p}" for c, p in campaigns.items()))
         rows.append(
-            (key, version, at, kind, int(points), int(balance), get("event_id"), detail or None)
+            (
+                key,
+                version,
+                at,
+                kind,
+                int(points),
+                int(balance),
+                get("event_id"),
+                ", ".join(details) or None,
+                int(get("pending") or 0),
+            )
         )
     return rows

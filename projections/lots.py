@@ -7,15 +7,12 @@ from typing import ClassVar
 
 from projections.base import Projection
 from projections.cache import RowCache
-from projections.events import Event, instant
+from projections.events import CREDITS, Event, instant
 from services.store.database import Cursor, Row
 
 TABLE = "point_lots"
 KEY = ("aggregate_id", "lot_date")
 COLUMNS = (*KEY, "points")
-CREDITS = frozenset(
-    {"PurchaseRecorded", "ReferralRewarded", "ReferrerBonusEarned", "SocialShareRecorded"}
-)
 TAKES = frozenset({"PointsRedeemed", "RefundRecorded"})
 Lot = tuple[str, str]  # (aggregate_id, lot_date)
 

@@ -11,7 +11,9 @@ from projections.runner import ProjectionRunner, default_projections
 from services.config import Settings
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
-from services.program import Program, load_program
+from services.inputs import REGISTRY
+from services.program import Program
+from services.program_file import load_program
 from services.relay import RELAY_TRACKING_NAME, MemberEventRelay
 from services.store.database import Database, connect
 from services.store.leadership import leadership
@@ -26,8 +28,8 @@ class Context:
     ledger: Ledger
 
     def ingest_service(self) -> IngestService:
-        decoder = Decoder(self.program, self.settings.topics.carried_types)
-        return IngestService(self.ledger, self.program, decoder)
+        decoder = Decoder(self.program, self.settings.topics, REGISTRY)
+        return IngestService(self.ledger, self.program, decoder, REGISTRY)
 
     def ingest_loop(self) -> IngestLoop:
         settings = self.settings
@@ -64,6 +66,7 @@ class Context:
 
 
 def build(settings: Settings | None = None) -> Context:
+    REGISTRY.check()  # an incomplete input type stops start-up, never a message
     settings = settings or Settings.from_env()
     program = load_program(settings.program_path)
     return Context(settings=settings, program=program, ledger=Ledger.open(settings.database_url))

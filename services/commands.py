@@ -7,7 +7,7 @@ one partition, and so one worker, holds every command of a member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 
@@ -55,4 +55,23 @@ class Redemption:
     at: datetime
 
 
-Command = Purchase | Refund | Referral | SocialShare | Redemption
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    event_id: str
+    member_id: str
+    birth_date: date | None
+    channel: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    event_id: str
+    member_id: str
+    product_id: str
+    rating: int
+    order_id: str | None
+    at: datetime
+
+
+Command = Purchase | Refund | Referral | SocialShare | Redemption | Enrolment | Review

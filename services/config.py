@@ -1,50 +1,74 @@
-"""Settings read from the environment, once, at start-up (CONTRACT section 5)."""
+"""Settings read from the environment, once, at start-up (README, "Configuration")."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///.local/loyalty.sqlite3"
 
 
+# Input topics by setting (LOYALTY_TOPIC_<SETTING> names another): which input types each
+# carries is the input registry's to say (services/inputs.py).
+INPUT_TOPICS: dict[str, str] = {
+    "purchases": "loyalty.purchases",
+    "referrals": "loyalty.referrals",
+    "social_shares": "loyalty.social-shares",
+    "redemptions": "loyalty.redemptions",
+    "members": "loyalty.members",
+    "reviews": "loyalty.reviews",
+}
+OUTPUT_TOPICS: dict[str, str] = {
+    "member_events": "loyalty.member-events",
+    "dead_letters": "loyalty.dead-letters",
+}
+DEFAULT_TOPICS = {**INPUT_TOPICS, **OUTPUT_TOPICS}
+
+
 @dataclass(frozen=True)
 class Topics:
-    purchases: str = "loyalty.purchases"
-    referrals: str = "loyalty.referrals"
-    social_shares: str = "loyalty.social-shares"
-    redemptions: str = "loyalty.redemptions"
-    member_events: str = "loyalty.member-events"
-    dead_letters: str = "loyalty.dead-letters"
+    """Every topic's name by its setting: `topics.purchases`, `topics.dead_letters`."""
+
+    names: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+
+    @classmethod
+    def named(cls, **names: str) -> Topics:
+        unknown = set(names) - set(DEFAULT_TOPICS)
+        if unknown:
+            raise ValueError(f"no such topic setting: {', '.join(sorted(unknown))}")
+        return cls({**DEFAULT_TOPICS, **names})
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> Topics:
+        """Every topic under a prefix of its own: `<prefix>.purchases`, ... (tests, bench)."""
+        return cls({s: f"{prefix}.{name.split('.', 1)[1]}" for s, name in DEFAULT_TOPICS.items()})
+
+    def __getattr__(self, setting: str) -> str:
+        try:
+            return self.__dict__["names"][setting]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(setting) from None
+
+    @property
+    def member_events(self) -> str:
+        return self.names["member_events"]
+
+    @property
+    def dead_letters(self) -> str:
+        return self.names["dead_letters"]
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        return (self.purchases, self.referrals, self.social_shares, self.redemptions)
+        return tuple(self.names[setting] for setting in INPUT_TOPICS)
 
-    def carried_types(self, topic: str) -> frozenset[str]:
-        # Which event types each input topic may carry; anything else is dead-lettered.
-        return self._carried.get(topic, frozenset())
+    def setting_of(self, topic: str) -> str | None:
+        return next((s for s, name in self.names.items() if name == topic), None)
 
-    @cached_property
-    def _carried(self) -> dict[str, frozenset[str]]:
-        return {
-            self.purchases: frozenset({"purchase", "refund"}),
-            self.referrals: frozenset({"referral"}),
-            self.social_shares: frozenset({"social_share"}),
-            self.redemptions: frozenset({"redemption"}),
-        }
-
-    def for_type(self, event_type: str) -> str | None:
-        return {
-            "purchase": self.purchases,
-            "refund": self.purchases,
-            "referral": self.referrals,
-            "social_share": self.social_shares,
-            "redemption": self.redemptions,
-        }.get(event_type)
+    def env(self) -> dict[str, str]:
+        """The environment that names these topics for another process."""
+        return {f"LOYALTY_TOPIC_{s.upper()}": name for s, name in self.names.items()}
 
 
 @dataclass(frozen=True)
@@ -68,14 +92,11 @@ class Settings:
         sweep = env.get("LOYALTY_DAILY_SWEEP", "on").strip().lower()
         if sweep not in {"on", "off"}:
             raise ValueError(f"LOYALTY_DAILY_SWEEP must be 'on' or 'off', not {sweep!r}")
-        defaults = Topics()
         topics = Topics(
-            purchases=env.get("LOYALTY_TOPIC_PURCHASES", defaults.purchases),
-            referrals=env.get("LOYALTY_TOPIC_REFERRALS", defaults.referrals),
-            social_shares=env.get("LOYALTY_TOPIC_SOCIAL_SHARES", defaults.social_shares),
-            redemptions=env.get("LOYALTY_TOPIC_REDEMPTIONS", defaults.redemptions),
-            member_events=env.get("LOYALTY_TOPIC_MEMBER_EVENTS", defaults.member_events),
-            dead_letters=env.get("LOYALTY_TOPIC_DEAD_LETTERS", defaults.dead_letters),
+            {
+                setting: env.get(f"LOYALTY_TOPIC_{setting.upper()}", default)
+                for setting, default in DEFAULT_TOPICS.items()
+            }
         )
         return cls(
             kafka_bootstrap=env.get("LOYALTY_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),

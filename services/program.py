@@ -1,18 +1,18 @@
-"""A loyalty program: the numbers the rules use, read from a TOML file an operator edits."""
+"""A loyalty program: the numbers the rules use, its campaigns and its badges.
+
+Programs are data, read from a TOML file an operator edits (services/program_file.py);
+this module holds what the rules ask of them. docs/PROGRAM.md documents every key.
+"""
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
-from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cached_property
-from pathlib import Path
-from typing import Any
 
 from services.errors import OperatorError
-
-DEFAULT_PROGRAM_PATH = Path(__file__).resolve().parent / "programs" / "default.toml"
 
 
 class ProgramError(OperatorError):
@@ -24,6 +24,64 @@ class Tier:
     name: str
     min_qualifying_points: int
     multiplier: Decimal
+
+
+# What a campaign may apply to: the kinds of rewarded event it can multiply or add to.
+CAMPAIGN_KINDS = ("purchase", "social_share", "review", "enrolment")
+BADGE_KINDS = ("purchase", "social_share", "review")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A time-limited offer: [starts, ends), on one kind of rewarded event."""
+
+    id: str
+    starts: datetime
+    ends: datetime
+    applies_to: str
+    multiplier: Decimal = Decimal(1)
+    bonus: int = 0
+    tiers: frozenset[str] | None = None  # the member's tier after step 2; None: any
+    min_amount: Decimal | None = None  # purchases only
+    max_per_member: int | None = None  # events rewarded per member; None: no limit
+
+    def matches(self, kind: str, at: datetime, tier: str, amount: Decimal | None) -> bool:
+        """Every condition but `max_per_member`, which is the member's to count."""
+        return (
+            self.applies_to == kind
+            and self.starts <= at < self.ends
+            and (self.tiers is None or tier in self.tiers)
+            and (self.min_amount is None or (amount is not None and amount >= self.min_amount))
+        )
+
+
+@dataclass(frozen=True)
+class Badge:
+    """Earned once, when a member has `count` recorded events of `kind` within the window."""
+
+    id: str
+    kind: str
+    count: int
+    within_days: int | None = None  # None: all time
+    bonus: int = 0
+
+    @cached_property
+    def window(self) -> timedelta | None:
+        return None if self.within_days is None else timedelta(days=self.within_days)
+
+
+@dataclass(frozen=True)
+class Rewarded:
+    """What the matching campaigns make of an event's base points."""
+
+    points: int
+    # campaign id -> the points it added, for every campaign that applied (0 included): the
+    # multiplier's extra goes to the campaign with the highest multiplier (the first in
+    # the program on a tie), each bonus to its own campaign.
+    campaigns: Mapping[str, int] = field(default_factory=dict)
+
+
+NO_CAMPAIGN: Mapping[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -43,6 +101,13 @@ class Program:
     at_risk_days: int
     point_value: Decimal
     max_clock_skew_minutes: int = 60
+    pending_days: int = 0
+    welcome_bonus: int = 100
+    birthday_bonus: int = 200
+    review_points: int = 25
+    rewarded_reviews_per_day: int = 2
+    campaigns: tuple[Campaign, ...] = ()
+    badges: tuple[Badge, ...] = ()
 
     def tier_for(self, qualifying_points: int) -> Tier:
         chosen = self.tiers[0]
@@ -64,7 +129,26 @@ class Program:
     def lowest_tier(self) -> str:
         return self.tiers[0].name
 
+    def campaigns_for(
+        self, kind: str, at: datetime, tier: str, amount: Decimal | None = None
+    ) -> list[Campaign]:
+        """The campaigns whose time, kind, tier and amount conditions an event meets."""
+        if not self.campaigns:
+            return []
+        return [c for c in self.campaigns if c.matches(kind, at, tier, amount)]
+
+    def badges_for(self, kind: str) -> tuple[Badge, ...]:
+        return self._badges_by_kind.get(kind, ())
+
     # The rules ask for these on every event: built once.
+    @cached_property
+    def _badges_by_kind(self) -> dict[str, tuple[Badge, ...]]:
+        return {
+            kind: tuple(b for b in self.badges if b.kind == kind)
+            for kind in BADGE_KINDS
+            if any(b.kind == kind for b in self.badges)
+        }
+
     @cached_property
     def lot_lifetime(self) -> timedelta:
         return timedelta(days=self.lot_lifetime_days)
@@ -81,116 +165,18 @@ class Program:
     def max_clock_skew(self) -> timedelta:
         return timedelta(minutes=self.max_clock_skew_minutes)
 
-
-def load_program(path: Path | None = None) -> Program:
-    path = path or DEFAULT_PROGRAM_PATH
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProgramError(f"program file {path}: cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProgramError(f"program file {path}: not valid TOML: {exc}") from None
-    return _Reader(path, data).program()
+    @cached_property
+    def pending_period(self) -> timedelta:
+        return timedelta(days=self.pending_days)
 
 
-class _Reader:
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self._path = path
-        self._data = data
-
-    def _fail(self, key: str, problem: str) -> ProgramError:
-        return ProgramError(f"program file {self._path.name}: {key} {problem}")
-
-    def _get(self, key: str) -> Any:
-        node: Any = self._data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise self._fail(key, "is missing")
-            node = node[part]
-        return node
-
-    def _int(self, key: str, value: Any = None, minimum: int = 0) -> int:
-        value = self._get(key) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._fail(key, f"must be an integer >= {minimum}, not {value!r}")
-        return value
-
-    def _decimal(self, key: str, value: Any = None) -> Decimal:
-        value = self._get(key) if value is None else value
-        problem = f'must be a decimal string or number such as "1.25", not {value!r}'
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self._fail(key, problem)
-        try:
-            # str() first: a TOML float 1.25 becomes Decimal("1.25"), not its binary expansion.
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise self._fail(key, problem) from None
-        if not number.is_finite() or number < 0:
-            raise self._fail(key, f"must be a non-negative decimal, not {value!r}")
-        return number
-
-    def _tiers(self) -> tuple[Tier, ...]:
-        raw = self._get("tiers")
-        if not isinstance(raw, list) or not raw:
-            raise self._fail("tiers", "must be a non-empty array of tables")
-        tiers = []
-        for i, item in enumerate(raw):
-            key = f"tiers[{i}]"
-            if not isinstance(item, dict):
-                raise self._fail(key, "must be a table")
-            name = item.get("name")
-            if not isinstance(name, str) or not name:
-                raise self._fail(f"{key}.name", "must be a non-empty string")
-            for field in ("min_qualifying_points", "multiplier"):
-                if field not in item:
-                    raise self._fail(f"{key}.{field}", "is missing")
-            tiers.append(
-                Tier(
-                    name,
-                    self._int(f"{key}.min_qualifying_points", item["min_qualifying_points"]),
-                    self._decimal(f"{key}.multiplier", item["multiplier"]),
-                )
-            )
-        if tiers[0].min_qualifying_points != 0:
-            raise self._fail("tiers[0].min_qualifying_points", "must be 0: every member has a tier")
-        for i in range(1, len(tiers)):
-            if tiers[i].min_qualifying_points <= tiers[i - 1].min_qualifying_points:
-                raise self._fail(
-                    f"tiers[{i}].min_qualifying_points", "must be above the previous tier's"
-                )
-        if len({t.name for t in tiers}) != len(tiers):
-            raise self._fail("tiers", "names must be unique")
-        return tuple(tiers)
-
-    def program(self) -> Program:
-        currency = self._get("currency")
-        if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
-            raise self._fail(
-                "currency", f'must be an ISO 4217 code such as "EUR", not {currency!r}'
-            )
-        networks = self._get("social.networks")
-        if not isinstance(networks, list) or not all(isinstance(n, str) and n for n in networks):
-            raise self._fail("social.networks", "must be an array of network names")
-        active = self._int("analytics.active_days", minimum=1)
-        at_risk = self._int("analytics.at_risk_days", minimum=1)
-        if at_risk <= active:
-            raise self._fail("analytics.at_risk_days", "must be above analytics.active_days")
-        return Program(
-            currency=currency,
-            earn_rate=self._decimal("earn_rate"),
-            tiers=self._tiers(),
-            lot_lifetime_days=self._int("lot_lifetime_days", minimum=1),
-            qualifying_window_days=self._int("qualifying_window_days", minimum=1),
-            referral_window_days=self._int("referral.window_days"),
-            referee_bonus=self._int("referral.referee_bonus"),
-            referrer_bonus=self._int("referral.referrer_bonus"),
-            share_points=self._int("social.points_per_share"),
-            shares_per_day=self._int("social.rewarded_shares_per_day"),
-            networks=frozenset(networks),
-            active_days=active,
-            at_risk_days=at_risk,
-            point_value=self._decimal("analytics.point_value"),
-            max_clock_skew_minutes=self._int(
-                "max_clock_skew_minutes", self._data.get("max_clock_skew_minutes", 60)
-            ),
-        )
+def reward(base: Decimal | int, campaigns: list[Campaign]) -> Rewarded:
+    """floor(base x the highest campaign multiplier) + every campaign's bonus (section 7)."""
+    plain = int(base // 1)
+    if not campaigns:
+        return Rewarded(plain)
+    top = max(campaigns, key=lambda c: c.multiplier)  # the first of equals: max keeps it
+    multiplied = int((base * top.multiplier) // 1)
+    added = {c.id: c.bonus for c in campaigns}
+    added[top.id] += multiplied - plain
+    return Rewarded(multiplied + sum(c.bonus for c in campaigns), added)

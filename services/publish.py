@@ -11,8 +11,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.config import Topics
-
-KEY_FIELD = {"referral": "referee_id"}
+from services.inputs import REGISTRY
 
 
 @dataclass
@@ -30,10 +29,11 @@ def route(line: bytes, topics: Topics) -> tuple[str, bytes | None] | None:
     if not isinstance(data, dict):
         return None
     event_type = data.get("type")
-    topic = topics.for_type(event_type) if isinstance(event_type, str) else None
-    if topic is None:
+    input_type = REGISTRY.by_name(event_type) if isinstance(event_type, str) else None
+    if input_type is None:
         return None
-    key = data.get(KEY_FIELD.get(str(event_type), "member_id"))
+    topic = topics.names[input_type.topic]
+    key = data.get(input_type.key_field)
     return topic, str(key).encode() if key is not None else None
 
 

@@ -24,7 +24,13 @@ from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
 from services.store.urls import mask_url
 
 REJECTIONS = frozenset(
-    {"PurchaseRejected", "RefundRejected", "ReferralRejected", "RedemptionDeclined"}
+    {
+        "PurchaseRejected",
+        "RefundRejected",
+        "ReferralRejected",
+        "RedemptionDeclined",
+        "EnrolmentRejected",
+    }
 )
 
 

@@ -87,13 +87,6 @@ async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> 
 def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topics for one test, so tests sharing a broker never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
-    fresh = Topics(
-        purchases=f"t{suffix}.purchases",
-        referrals=f"t{suffix}.referrals",
-        social_shares=f"t{suffix}.social-shares",
-        redemptions=f"t{suffix}.redemptions",
-        member_events=f"t{suffix}.member-events",
-        dead_letters=f"t{suffix}.dead-letters",
-    )
+    fresh = Topics.prefixed(f"t{suffix}")
     asyncio.run(create_topics(kafka_bootstrap, fresh))
     return fresh

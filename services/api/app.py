@@ -20,19 +20,23 @@ from services.faults import Fault, fault_of
 from services.status import gather_status
 from services.store.database import Database
 
-SELECT_MEMBER = (
-    "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
-    "FROM member_balances WHERE aggregate_id = ?"
+MEMBER_COLUMNS = (
+    "member_id, balance, tier, qualifying_points, lifetime_points, last_event_at, "
+    "pending_points, enrolled_at, birth_date"
+)
+SELECT_MEMBER = f"SELECT {MEMBER_COLUMNS} FROM member_balances WHERE aggregate_id = ?"
+SELECT_BADGES = (
+    "SELECT badge_id, earned_at FROM member_badges WHERE aggregate_id = ? ORDER BY earned_at, "
+    "badge_id"
 )
 # A page of a member's ledger after a version; one row more than asked for tells
 # whether another page follows.
 SELECT_LEDGER_PAGE = (
-    "SELECT at, kind, points, balance, event_id, detail, version FROM ledger_entries "
+    "SELECT at, kind, points, balance, event_id, detail, version, pending FROM ledger_entries "
     "WHERE aggregate_id = ? AND version > ? ORDER BY version LIMIT ?"
 )
 SELECT_TOP = (
-    "SELECT member_id, balance, tier, qualifying_points, lifetime_points, last_event_at "
-    "FROM member_balances ORDER BY balance DESC, member_id LIMIT ?"
+    f"SELECT {MEMBER_COLUMNS} FROM member_balances ORDER BY balance DESC, member_id LIMIT ?"
 )
 
 # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses
@@ -83,23 +87,33 @@ async def _query(
 
 
 def _member_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    member_id, balance, tier, qp, lifetime, last_at = row
+    member_id, balance, tier, qp, lifetime, last_at, pending, enrolled_at, birth_date = row
     return {
         "member_id": member_id,
         "balance": int(balance),
         "tier": tier,
         "qualifying_points": int(qp),
         "lifetime_points": int(lifetime),
+        "pending_points": int(pending),
         "last_event_at": last_at,
+        "enrolled_at": enrolled_at,
+        "birth_date": birth_date,
     }
 
 
 async def get_member(request: web.Request) -> web.Response:
     member_id = request.match_info["member_id"]
-    rows = await _query(request, SELECT_MEMBER, (str(Member.create_id(member_id)),))
+    aggregate_id = str(Member.create_id(member_id))
+    rows = await _query(request, SELECT_MEMBER, (aggregate_id,))
     if not rows:
         return _error(404, f"unknown member {member_id!r}")
-    return web.json_response(_member_json(rows[0]))
+    badges = await _query(request, SELECT_BADGES, (aggregate_id,))
+    return web.json_response(
+        {
+            **_member_json(rows[0]),
+            "badges": [{"id": badge_id, "earned_at": at} for badge_id, at in badges],
+        }
+    )
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -110,12 +124,13 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 def _entry_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    at, kind, points, balance, event_id, detail, version = row
+    at, kind, points, balance, event_id, detail, version, pending = row
     return {
         "at": at,
         "kind": kind,
         "points": int(points),
         "balance": int(balance),
+        "pending": int(pending),
         "event_id": event_id,
         "detail": detail,
         "version": int(version),

@@ -39,3 +39,12 @@ class Referral:
     referrer_id: str
     at: datetime
     settled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCredit:
+    """A purchase's points held until its return window closes (`release_at`)."""
+
+    order_id: str
+    release_at: datetime
+    points: int

@@ -1,29 +1,36 @@
-"""The member aggregate: one member's points, lots, orders, tier and referral.
+"""The member aggregate: one member's points, lots, orders, tier, enrolment and rewards.
 
-Every public command applies CONTRACT section 3's four steps at its `at`: expire lots,
-review the tier, act, review the tier. Commands decide; the private `@event` methods
+Every public command applies the program's steps at its `at` (docs/RULES.md): step 0
+(the birthday bonus, then pending points whose return window has closed), step 1
+(expire lots), step 2 (review the tier), the act itself with the badges it earns
+(step 3), and step 4 (review the tier). Commands decide; the private `@event` methods
 only assign the decided results, so replaying stored events never re-runs a rule (a
 program change applies to new events, never to history).
 
 Stored forever and published on `loyalty.member-events`: event names and fields are a
 contract with the read side; add fields with defaults, never rename or remove one.
+Every event that moves points carries `points` (the change of the balance), `balance`
+(after it) and, when it credits, `debt_repaid`; `pending` is the change of the points
+held pending.
 """
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from services.domain.lots import Lot, Order, Referral
-from services.program import Program
+from services.domain.lots import Lot, Order, PendingCredit, Referral
+from services.program import Campaign, Program, Rewarded, reward
 
 __all__ = [
+    "ALREADY_ENROLLED",
     "ALREADY_REFERRED",
     "APPLIED",
     "DUPLICATE_ORDER",
@@ -39,12 +46,13 @@ __all__ = [
     "Outcome",
     "Referral",
     "ReferrerBonusDue",
+    "birthday_in",
 ]
 
 # Fixed forever: member aggregate ids are uuid5(MEMBER_NAMESPACE, member_id).
 MEMBER_NAMESPACE = UUID("0b0f6a63-52a1-4bd3-9a3e-7d3f6f1d2c10")
 
-# Reasons a rule declines an understood event (CONTRACT section 2, "rejected by a rule").
+# Reasons a rule declines an understood event (the "rejected" outcome).
 SELF_REFERRAL = "self_referral"
 ALREADY_REFERRED = "already_referred"
 REFEREE_HAS_PURCHASED = "referee_has_purchased"
@@ -52,6 +60,7 @@ UNKNOWN_ORDER = "unknown_order"
 REFUND_EXCEEDS_ORDER = "refund_exceeds_order"
 INSUFFICIENT_BALANCE = "insufficient_balance"
 DUPLICATE_ORDER = "duplicate_order"
+ALREADY_ENROLLED = "already_enrolled"
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,39 @@ def utc_day(at: datetime) -> str:
     return at.astimezone(UTC).date().isoformat()
 
 
+def birthday_in(year: int, birth_date: date) -> date:
+    """The birthday in `year`: 29 February is 28 February in other years."""
+    try:
+        return birth_date.replace(year=year)
+    except ValueError:
+        return birth_date.replace(year=year, day=28)
+
+
+def latest_birthday(birth_date: date, at: datetime) -> datetime | None:
+    """The most recent birthday (00:00:00Z of its day) at or before `at`."""
+    for year in (at.year, at.year - 1):
+        if year < birth_date.year or year < 1:
+            return None
+        day = birthday_in(year, birth_date)
+        instant = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if instant <= at:
+            return instant
+    return None
+
+
 class Member(Aggregate):
     """A member's ledger.
 
     Queries: `member_id`, `balance`, `tier` (None until the first tier change: the
     program's lowest tier, which `tier_name(program)` names), `qualifying_points` (as of
-    the last review), `lifetime_points`, `last_event_at`, `lots` (oldest first), `debt`,
-    and the decision state the rules need (orders, referral, shares by day). The ledger
-    of movements is not kept here: it is in the events, and in the read side.
+    the last review), `lifetime_points`, `pending_points`, `last_event_at`, `lots` (oldest
+    first), `debt`, `enrolled_at`, `birth_date`, `badges`, and the decision state the
+    rules need. The ledger of movements is not kept here: it is in the events, and in
+    the read side.
 
-    `lifetime_points` is every point ever credited (purchases, referral bonuses of either
-    side, shares) minus refund clawbacks; redemptions and expiries do not lower it.
+    `lifetime_points` is every point that reached the balance (purchases once released,
+    bonuses, shares, reviews) minus refund clawbacks from the balance; redemptions and
+    expiries do not lower it.
     """
 
     @staticmethod
@@ -127,6 +158,16 @@ class Member(Aggregate):
         self.referral: Referral | None = None
         self.shares_by_day: dict[str, int] = {}  # UTC date (ISO) -> shares recorded that day
         self._lots: list[Lot] = []  # by date, one lot per date; empty while in debt
+        self.enrolled_at: datetime | None = None
+        self.birth_date: date | None = None
+        self.last_birthday: datetime | None = None  # the latest birthday rewarded
+        self.reviewed_products: set[str] = set()
+        self.rewarded_reviews_by_day: dict[str, int] = {}  # UTC date (ISO) -> rewarded
+        self.share_times: list[datetime] = []  # every share recorded, by time
+        self.review_times: list[datetime] = []  # every review recorded, by time
+        self.campaign_uses: dict[str, int] = {}  # campaign id -> events it rewarded
+        self.badges: dict[str, datetime] = {}  # badge id -> when earned
+        self._pending: list[PendingCredit] = []  # by release time
 
     # ---- queries -------------------------------------------------------------------
 
@@ -137,6 +178,14 @@ class Member(Aggregate):
     @property
     def lots(self) -> tuple[Lot, ...]:
         return tuple(self._lots)
+
+    @property
+    def pending_points(self) -> int:
+        return sum(credit.points for credit in self._pending)
+
+    @property
+    def pending(self) -> tuple[PendingCredit, ...]:
+        return tuple(self._pending)
 
     def tier_name(self, program: Program) -> str:
         return self.tier or program.lowest_tier
@@ -155,16 +204,24 @@ class Member(Aggregate):
     def purchase(
         self, program: Program, *, event_id: str, order_id: str, amount: Decimal, at: datetime
     ) -> Outcome:
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         if order_id in self.orders:
             self._purchase_rejected(
                 event_id=event_id, order_id=order_id, amount=amount, reason=DUPLICATE_ORDER, at=at
             )
             self._review(program, at)
             return Outcome(rejected=DUPLICATE_ORDER)
-        multiplier = program.multiplier(self.tier_name(program))
+        tier = self.tier_name(program)
+        multiplier = program.multiplier(tier)
         base = floor(amount * program.earn_rate)
-        points = floor(amount * program.earn_rate * multiplier)
+        earned = self._rewarded(
+            program,
+            "purchase",
+            amount * program.earn_rate * multiplier,
+            program.campaigns_for("purchase", at, tier, amount),
+        )
+        held = program.pending_days > 0
+        credited = 0 if held else earned.points
         first_purchase = not self.orders
         self._purchase_recorded(
             event_id=event_id,
@@ -172,9 +229,13 @@ class Member(Aggregate):
             amount=amount,
             base_points=base,
             multiplier=multiplier,
-            points=points,
-            debt_repaid=min(self.debt, points),
-            balance=self.balance + points,
+            points=credited,
+            earned=earned.points,
+            pending=earned.points if held else 0,
+            release_at=at + program.pending_period if held else None,
+            campaigns=dict(earned.campaigns),
+            debt_repaid=min(self.debt, credited),
+            balance=self.balance + credited,
             qualifying_points=self.qualifying_points_at(program, at) + base,
             at=at,
         )
@@ -190,13 +251,14 @@ class Member(Aggregate):
                 at=at,
             )
             bonus_due = ReferrerBonusDue(self.referral.referrer_id, event_id, at)
+        self._earn_badges(program, "purchase", event_id, at)
         self._review(program, at)
         return Outcome(referrer_bonus=bonus_due)
 
     def refund(
         self, program: Program, *, event_id: str, order_id: str, amount: Decimal, at: datetime
     ) -> Outcome:
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         order = self.orders.get(order_id)
         if order is None or order.refunded + amount > order.amount:
             reason = UNKNOWN_ORDER if order is None else REFUND_EXCEEDS_ORDER
@@ -213,16 +275,21 @@ class Member(Aggregate):
             order.base, before, order.amount
         )
         in_window = self._in_qualifying_window(program, order.at, at)
-        consumed, shortfall = self._consume(clawback)
+        # The order's points still held pending go first: a returned order never leaves debt
+        # for points the member could not have spent.
+        from_pending = min(clawback, self._pending_of(order_id))
+        from_balance = clawback - from_pending
+        consumed, shortfall = self._consume(from_balance)
         self._refund_recorded(
             event_id=event_id,
             order_id=order_id,
             amount=amount,
             base_points_removed=base_removed,
-            points=-clawback,
+            points=-from_balance,
+            pending=-from_pending,
             consumed=consumed,
             debt_added=shortfall,
-            balance=self.balance - clawback,
+            balance=self.balance - from_balance,
             qualifying_points=self.qualifying_points_at(program, at)
             - (base_removed if in_window else 0),
             at=at,
@@ -233,7 +300,7 @@ class Member(Aggregate):
     def record_referral(
         self, program: Program, *, event_id: str, referrer_id: str, at: datetime
     ) -> Outcome:
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         reason = None
         if referrer_id == self.member_id:
             reason = SELF_REFERRAL
@@ -254,27 +321,35 @@ class Member(Aggregate):
         self, program: Program, *, event_id: str, network: str, url: str | None, at: datetime
     ) -> Outcome:
         """`network` is one of the program's networks: the caller validated it."""
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         day = utc_day(at)
-        rewarded = self.shares_by_day.get(day, 0) < program.shares_per_day
-        points = program.share_points if rewarded else 0
+        earned = Rewarded(0)
+        if self.shares_by_day.get(day, 0) < program.shares_per_day and program.share_points:
+            earned = self._rewarded(
+                program,
+                "social_share",
+                program.share_points,
+                program.campaigns_for("social_share", at, self.tier_name(program)),
+            )
         self._social_share_recorded(
             event_id=event_id,
             network=network,
             url=url,
             day=day,
-            points=points,
-            debt_repaid=min(self.debt, points),
-            balance=self.balance + points,
+            points=earned.points,
+            campaigns=dict(earned.campaigns),
+            debt_repaid=min(self.debt, earned.points),
+            balance=self.balance + earned.points,
             at=at,
         )
+        self._earn_badges(program, "social_share", event_id, at)
         self._review(program, at)
         return APPLIED
 
     def redeem(
         self, program: Program, *, event_id: str, points: int, reward: str, at: datetime
     ) -> Outcome:
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         if self.balance < points:
             self._redemption_declined(
                 event_id=event_id,
@@ -298,11 +373,86 @@ class Member(Aggregate):
         self._review(program, at)
         return APPLIED
 
+    def enrol(
+        self,
+        program: Program,
+        *,
+        event_id: str,
+        birth_date: date | None,
+        channel: str | None,
+        at: datetime,
+    ) -> Outcome:
+        """`birth_date` is a real date no later than `at`'s UTC date: the caller validated it."""
+        self._steps_0_to_2(program, at)
+        if self.enrolled_at is not None:
+            self._enrolment_rejected(event_id=event_id, reason=ALREADY_ENROLLED, at=at)
+            self._review(program, at)
+            return Outcome(rejected=ALREADY_ENROLLED)
+        earned = self._rewarded(
+            program,
+            "enrolment",
+            program.welcome_bonus,
+            program.campaigns_for("enrolment", at, self.tier_name(program)),
+        )
+        self._enrolled(
+            event_id=event_id,
+            birth_date=None if birth_date is None else birth_date.isoformat(),
+            channel=channel,
+            points=earned.points,
+            campaigns=dict(earned.campaigns),
+            debt_repaid=min(self.debt, earned.points),
+            balance=self.balance + earned.points,
+            at=at,
+        )
+        self._review(program, at)
+        return APPLIED
+
+    def review(
+        self,
+        program: Program,
+        *,
+        event_id: str,
+        product_id: str,
+        rating: int,
+        order_id: str | None,
+        at: datetime,
+    ) -> Outcome:
+        self._steps_0_to_2(program, at)
+        day = utc_day(at)
+        earned = Rewarded(0)
+        rewarded = (
+            product_id not in self.reviewed_products
+            and self.rewarded_reviews_by_day.get(day, 0) < program.rewarded_reviews_per_day
+        )
+        if rewarded and program.review_points:
+            earned = self._rewarded(
+                program,
+                "review",
+                program.review_points,
+                program.campaigns_for("review", at, self.tier_name(program)),
+            )
+        self._review_recorded(
+            event_id=event_id,
+            product_id=product_id,
+            rating=rating,
+            order_id=order_id,
+            day=day,
+            rewarded=rewarded,
+            points=earned.points,
+            campaigns=dict(earned.campaigns),
+            debt_repaid=min(self.debt, earned.points),
+            balance=self.balance + earned.points,
+            at=at,
+        )
+        self._earn_badges(program, "review", event_id, at)
+        self._review(program, at)
+        return APPLIED
+
     def earn_referrer_bonus(
         self, program: Program, *, event_id: str, referee_id: str, at: datetime
     ) -> Outcome:
         """The referrer's side of a rewarded referral; `event_id` is the referee's purchase."""
-        self._expire_and_review(program, at)
+        self._steps_0_to_2(program, at)
         bonus = program.referrer_bonus
         self._referrer_bonus_earned(
             event_id=event_id,
@@ -316,20 +466,57 @@ class Member(Aggregate):
         return APPLIED
 
     def sweep(self, program: Program, *, at: datetime) -> None:
-        """Steps 1 and 2 only: expiry and tier review as of `at`."""
-        self._expire_and_review(program, at)
+        """Steps 0 to 2 only: birthday, releases, expiry and tier review as of `at`."""
+        self._steps_0_to_2(program, at)
 
     # ---- decisions shared by the commands ----------------------------------------
 
-    def _expire_and_review(self, program: Program, at: datetime) -> None:
-        """Steps 1 and 2: expire the lots due at or before `at`, then review the tier."""
+    def _steps_0_to_2(self, program: Program, at: datetime) -> None:
+        self._birthday(program, at)
+        self._release(at)
+        self._expire(program, at)
+        self._review(program, at)
+
+    def _birthday(self, program: Program, at: datetime) -> None:
+        """Step 0: the most recent birthday at or before `at`, once, if it came after the
+        enrolment (a member silent for years gets the latest one only)."""
+        if self.birth_date is None or self.enrolled_at is None:
+            return
+        birthday = latest_birthday(self.birth_date, at)
+        if birthday is None or birthday <= self.enrolled_at:
+            return
+        if self.last_birthday is not None and birthday <= self.last_birthday:
+            return
+        bonus = program.birthday_bonus
+        self._birthday_rewarded(
+            birthday=birthday,
+            points=bonus,
+            debt_repaid=min(self.debt, bonus),
+            balance=self.balance + bonus,
+            at=birthday,
+        )
+
+    def _release(self, at: datetime) -> None:
+        """Step 0, after the birthday: pending credits whose return window has closed
+        reach the balance, oldest first, each a lot dated at its release time."""
+        while self._pending and self._pending[0].release_at <= at:
+            credit = self._pending[0]
+            self._points_released(
+                order_id=credit.order_id,
+                points=credit.points,
+                pending=-credit.points,
+                debt_repaid=min(self.debt, credit.points),
+                balance=self.balance + credit.points,
+                at=credit.release_at,
+            )
+
+    def _expire(self, program: Program, at: datetime) -> None:
         lifetime = program.lot_lifetime
         while self._lots and self._lots[0].date + lifetime <= at:
             lot = self._lots[0]
             self._points_expired(
                 lot_date=lot.date, points=-lot.points, balance=self.balance - lot.points, at=at
             )
-        self._review(program, at)
 
     def _review(self, program: Program, at: datetime) -> None:
         qualifying = self.qualifying_points_at(program, at)
@@ -342,6 +529,46 @@ class Member(Aggregate):
             # shows the member's qualifying points as of this review.
             self._qualifying_points_changed(qualifying_points=qualifying, at=at)
 
+    def _rewarded(
+        self, program: Program, kind: str, base: Decimal | int, campaigns: list[Campaign]
+    ) -> Rewarded:
+        """The event's points under the campaigns it matches, within their
+        max_per_member (the event counts toward each of them)."""
+        if campaigns:
+            campaigns = [
+                c
+                for c in campaigns
+                if c.max_per_member is None or self.campaign_uses.get(c.id, 0) < c.max_per_member
+            ]
+        return reward(base, campaigns)
+
+    def _earn_badges(self, program: Program, kind: str, event_id: str, at: datetime) -> None:
+        """Step 3, right after the event: each badge of its kind that the event's count
+        reaches, once per member."""
+        for badge in program.badges_for(kind):
+            if badge.id in self.badges or self._count(kind, at, badge.window) < badge.count:
+                continue
+            self._badge_earned(
+                badge_id=badge.id,
+                event_id=event_id,
+                points=badge.bonus,
+                debt_repaid=min(self.debt, badge.bonus),
+                balance=self.balance + badge.bonus,
+                at=at,
+            )
+
+    def _count(self, kind: str, at: datetime, window: timedelta | None) -> int:
+        """Recorded events of `kind` with occurred_at in (at - window, at], or ever."""
+        if kind == "purchase":
+            times: list[datetime] = [order.at for order in self.orders.values()]
+            if window is None:
+                return len(times)
+            return sum(1 for t in times if at - window < t <= at)
+        times = self.share_times if kind == "social_share" else self.review_times
+        if window is None:
+            return len(times)
+        return bisect_right(times, at) - bisect_right(times, at - window)
+
     @staticmethod
     def _in_qualifying_window(program: Program, occurred: datetime, at: datetime) -> bool:
         return at - program.qualifying_window < occurred <= at
@@ -351,6 +578,9 @@ class Member(Aggregate):
             return False
         since = at - self.referral.at
         return timedelta(0) <= since <= program.referral_window
+
+    def _pending_of(self, order_id: str) -> int:
+        return sum(c.points for c in self._pending if c.order_id == order_id)
 
     def _consume(self, points: int) -> tuple[Consumed, int]:
         """Oldest lots first; returns what was taken from which lot, and the shortfall
@@ -387,6 +617,22 @@ class Member(Aggregate):
                     break
         self._lots = [lot for lot in self._lots if lot.points > 0]
 
+    def _take_pending(self, order_id: str, points: int) -> None:
+        for i, credit in enumerate(self._pending):
+            if points <= 0:
+                break
+            if credit.order_id == order_id:
+                taken = min(points, credit.points)
+                self._pending[i] = PendingCredit(
+                    credit.order_id, credit.release_at, credit.points - taken
+                )
+                points -= taken
+        self._pending = [c for c in self._pending if c.points > 0]
+
+    def _use_campaigns(self, campaigns: Mapping[str, int] | None) -> None:
+        for campaign_id in campaigns or ():
+            self.campaign_uses[campaign_id] = self.campaign_uses.get(campaign_id, 0) + 1
+
     def _seen(self, at: datetime) -> None:
         if self.last_event_at is None or at > self.last_event_at:
             self.last_event_at = at
@@ -404,9 +650,16 @@ class Member(Aggregate):
         balance: int,
         qualifying_points: int,
         at: datetime,
+        earned: int | None = None,  # the order's points E for refunds; `points` before it
+        pending: int = 0,
+        release_at: datetime | None = None,
+        campaigns: dict[str, int] | None = None,
     ) -> None:
-        self.orders[order_id] = Order(at, amount, points, base_points)
+        self.orders[order_id] = Order(at, amount, points if earned is None else earned, base_points)
         self._credit(at, points, debt_repaid)
+        if pending and release_at is not None:
+            insort(self._pending, PendingCredit(order_id, release_at, pending), key=_release_time)
+        self._use_campaigns(campaigns)
         self.qualifying_points = qualifying_points
         self._seen(at)
 
@@ -429,10 +682,12 @@ class Member(Aggregate):
         balance: int,
         qualifying_points: int,
         at: datetime,
+        pending: int = 0,
     ) -> None:
         order = self.orders[order_id]
         order.refunded += amount
         order.base_removed += base_points_removed
+        self._take_pending(order_id, -pending)
         self._take(consumed)
         self.debt += debt_added
         self.lifetime_points += points
@@ -495,9 +750,12 @@ class Member(Aggregate):
         debt_repaid: int,
         balance: int,
         at: datetime,
+        campaigns: dict[str, int] | None = None,
     ) -> None:
         self.shares_by_day[day] = self.shares_by_day.get(day, 0) + 1
+        insort(self.share_times, at)
         self._credit(at, points, debt_repaid)
+        self._use_campaigns(campaigns)
         self._seen(at)
 
     @event("PointsRedeemed")
@@ -519,6 +777,78 @@ class Member(Aggregate):
     ) -> None:
         self._seen(at)
 
+    @event("Enrolled")
+    def _enrolled(
+        self,
+        event_id: str,
+        birth_date: str | None,
+        channel: str | None,
+        points: int,
+        campaigns: dict[str, int],
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
+    ) -> None:
+        self.enrolled_at = at
+        self.birth_date = None if birth_date is None else date.fromisoformat(birth_date)
+        self._credit(at, points, debt_repaid)
+        self._use_campaigns(campaigns)
+        self._seen(at)
+
+    @event("EnrolmentRejected")
+    def _enrolment_rejected(self, event_id: str, reason: str, at: datetime) -> None:
+        self._seen(at)
+
+    @event("ReviewRecorded")
+    def _review_recorded(
+        self,
+        event_id: str,
+        product_id: str,
+        rating: int,
+        order_id: str | None,
+        day: str,
+        rewarded: bool,
+        points: int,
+        campaigns: dict[str, int],
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
+    ) -> None:
+        self.reviewed_products.add(product_id)
+        if rewarded:
+            self.rewarded_reviews_by_day[day] = self.rewarded_reviews_by_day.get(day, 0) + 1
+        insort(self.review_times, at)
+        self._credit(at, points, debt_repaid)
+        self._use_campaigns(campaigns)
+        self._seen(at)
+
+    @event("BirthdayRewarded")
+    def _birthday_rewarded(
+        self, birthday: datetime, points: int, debt_repaid: int, balance: int, at: datetime
+    ) -> None:
+        self.last_birthday = birthday
+        self._credit(at, points, debt_repaid)
+
+    @event("BadgeEarned")
+    def _badge_earned(
+        self,
+        badge_id: str,
+        event_id: str,
+        points: int,
+        debt_repaid: int,
+        balance: int,
+        at: datetime,
+    ) -> None:
+        self.badges[badge_id] = at
+        self._credit(at, points, debt_repaid)
+
+    @event("PointsReleased")
+    def _points_released(
+        self, order_id: str, points: int, pending: int, debt_repaid: int, balance: int, at: datetime
+    ) -> None:
+        self._take_pending(order_id, -pending)
+        self._credit(at, points, debt_repaid)
+
     @event("PointsExpired")
     def _points_expired(self, lot_date: datetime, points: int, balance: int, at: datetime) -> None:
         self._take([[lot_date, -points]])
@@ -533,3 +863,7 @@ class Member(Aggregate):
     @event("QualifyingPointsChanged")
     def _qualifying_points_changed(self, qualifying_points: int, at: datetime) -> None:
         self.qualifying_points = qualifying_points
+
+
+def _release_time(credit: PendingCredit) -> datetime:
+    return credit.release_at

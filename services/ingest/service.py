@@ -19,10 +19,11 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from services.commands import Command, Purchase, Redemption, Referral, Refund, SocialShare
+from services.commands import Command
 from services.domain.member import Member, Outcome
 from services.faults import Contention
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
+from services.inputs import REGISTRY, Registry
 from services.program import Program
 from services.store.checkpoint import Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.ledger import Ledger
@@ -131,10 +132,13 @@ class MemberCache:
 
 
 class IngestService:
-    def __init__(self, ledger: Ledger, program: Program, decoder: Decoder) -> None:
+    def __init__(
+        self, ledger: Ledger, program: Program, decoder: Decoder, registry: Registry = REGISTRY
+    ) -> None:
         self._ledger = ledger
         self._program = program
         self._decoder = decoder
+        self._registry = registry.check()
         self.members = MemberCache(ledger)
 
     def decode(self, messages: Sequence[InputMessage]) -> tuple[list[Decoded], list[DeadLetter]]:
@@ -263,47 +267,7 @@ class IngestService:
         return member
 
     def _apply(self, member: Member, command: Command) -> Outcome:
-        program = self._program
-        match command:
-            case Purchase():
-                return member.purchase(
-                    program,
-                    event_id=command.event_id,
-                    order_id=command.order_id,
-                    amount=command.amount,
-                    at=command.at,
-                )
-            case Refund():
-                return member.refund(
-                    program,
-                    event_id=command.event_id,
-                    order_id=command.order_id,
-                    amount=command.amount,
-                    at=command.at,
-                )
-            case Referral():
-                return member.record_referral(
-                    program,
-                    event_id=command.event_id,
-                    referrer_id=command.referrer_id,
-                    at=command.at,
-                )
-            case SocialShare():
-                return member.share(
-                    program,
-                    event_id=command.event_id,
-                    network=command.network,
-                    url=command.url,
-                    at=command.at,
-                )
-            case Redemption():
-                return member.redeem(
-                    program,
-                    event_id=command.event_id,
-                    points=command.points,
-                    reward=command.reward,
-                    at=command.at,
-                )
+        return self._registry.handle(member, self._program, command)
 
     def sweep(self, member_ids: Iterable[str], at: datetime, chunk: int = 1000) -> int:
         """Steps 1 and 2 for every given member as of `at`; returns events written."""

@@ -101,12 +101,7 @@ def measure_ingest(
         "LOYALTY_DATABASE_URL": settings.database_url,
         "LOYALTY_CONSUMER_GROUP": settings.consumer_group,
         "LOYALTY_DAILY_SWEEP": "off",
-        "LOYALTY_TOPIC_PURCHASES": settings.topics.purchases,
-        "LOYALTY_TOPIC_REFERRALS": settings.topics.referrals,
-        "LOYALTY_TOPIC_SOCIAL_SHARES": settings.topics.social_shares,
-        "LOYALTY_TOPIC_REDEMPTIONS": settings.topics.redemptions,
-        "LOYALTY_TOPIC_MEMBER_EVENTS": settings.topics.member_events,
-        "LOYALTY_TOPIC_DEAD_LETTERS": settings.topics.dead_letters,
+        **settings.topics.env(),
     }
     ledger = build(settings).ledger
     worker = subprocess.Popen(
@@ -315,9 +310,7 @@ def main() -> int:
     services = start_services()
     try:
         suffix = uuid.uuid4().hex[:6]
-        topics = Topics(
-            **{f: f"bench{suffix}.{getattr(Topics(), f)}" for f in Topics.__dataclass_fields__}
-        )
+        topics = Topics.prefixed(f"bench{suffix}")
         asyncio.run(create_topics(services.kafka_bootstrap, topics))
         settings = Settings(
             kafka_bootstrap=services.kafka_bootstrap,

@@ -36,12 +36,7 @@ def loyalty_env(
         "LOYALTY_API_PORT": str(api_port),
         "LOYALTY_CONSUMER_GROUP": group,
         "LOYALTY_DAILY_SWEEP": "off",
-        "LOYALTY_TOPIC_PURCHASES": topics.purchases,
-        "LOYALTY_TOPIC_REFERRALS": topics.referrals,
-        "LOYALTY_TOPIC_SOCIAL_SHARES": topics.social_shares,
-        "LOYALTY_TOPIC_REDEMPTIONS": topics.redemptions,
-        "LOYALTY_TOPIC_MEMBER_EVENTS": topics.member_events,
-        "LOYALTY_TOPIC_DEAD_LETTERS": topics.dead_letters,
+        **topics.env(),
     }
 
 

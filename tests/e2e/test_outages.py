@@ -118,14 +118,7 @@ def test_postgres_stopped_and_kafka_restarted_mid_stream_end_as_a_clean_run(
 ) -> None:
     kafka, services = own_services.kafka_bootstrap, own_services
     suffix = uuid.uuid4().hex[:8]
-    topics = Topics(
-        purchases=f"o{suffix}.purchases",
-        referrals=f"o{suffix}.referrals",
-        social_shares=f"o{suffix}.social-shares",
-        redemptions=f"o{suffix}.redemptions",
-        member_events=f"o{suffix}.member-events",
-        dead_letters=f"o{suffix}.dead-letters",
-    )
+    topics = Topics.prefixed(f"o{suffix}")
     asyncio.run(create_topics(kafka, topics))
     store = build(Settings(database_url=services.postgres_url))  # the schema, once
     store.ledger.close()

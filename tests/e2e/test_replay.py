@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.api.app import create_app
 from services.bootstrap import Context, build
 from services.config import Topics
-from services.program import DEFAULT_PROGRAM_PATH
+from services.program_file import DEFAULT_PROGRAM_PATH
 from tests.conftest import new_database
 from tests.e2e.chaos import stream
 from tests.e2e.processes import free_port, loyalty_env

@@ -16,6 +16,7 @@ from services.config import Settings, Topics
 from services.ingest.consumer import IngestLoop
 from services.ingest.messages import InputMessage
 from services.ingest.service import IngestService
+from services.inputs import REGISTRY
 from services.status import end_offsets
 
 
@@ -140,7 +141,7 @@ def commit_events(
     service = context.ingest_service()
     topics = context.settings.topics
     messages = [
-        keyed_message(topics.for_type(e["type"]) or "", first_offset + i, e)
+        keyed_message(REGISTRY.topic_of(topics, e["type"]) or "", first_offset + i, e)
         for i, e in enumerate(events)
     ]
     for start in range(0, len(messages), batch):

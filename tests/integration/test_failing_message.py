@@ -12,6 +12,7 @@ from services.config import Topics
 from services.domain.member import Member, Outcome
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
+from services.inputs import REGISTRY
 from services.validation import Decoder
 from tests.integration.harness import context_for, event, read_to_end, send, wait_until
 
@@ -55,7 +56,7 @@ async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
         dead_letter_topic=topics.dead_letters,
         ledger=context.ledger,
         service=FailsOnOneEvent(
-            context.ledger, context.program, Decoder(context.program, topics.carried_types)
+            context.ledger, context.program, Decoder(context.program, topics, REGISTRY)
         ),
         batch_max=100,
         batch_seconds=0.1,

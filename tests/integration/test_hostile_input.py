@@ -101,14 +101,15 @@ async def test_each_hostile_message_is_dead_lettered_and_its_neighbours_applied(
     ]
     after = [
         event(topics.purchases, **purchase("c3")),
+        # on a topic of its own: whatever order the topics interleave in, it earns the same
         event(
-            topics.redemptions,
+            topics.reviews,
             event_id="c4",
-            type="redemption",
+            type="review",
             occurred_at=AT,
             member_id="ann",
-            points=5,
-            reward="mug",
+            product_id="mug",
+            rating=5,
         ),
         event(topics.social_shares, **{**share, "event_id": "c5", "network": "x"}),
     ]
@@ -127,8 +128,8 @@ async def test_each_hostile_message_is_dead_lettered_and_its_neighbours_applied(
     assert dead == len(hostile)
     member = context.ledger.member("ann")
     assert member is not None
-    # c1 and c3: 10 points each; c2 and c5: 10 each; c4 redeems 5
-    assert member.balance == 35
+    # c1 and c3: 10 points each; c2 and c5: 10 each; c4 a review, 25
+    assert member.balance == 65
     assert member.last_event_at is not None and member.last_event_at.year == 2026
     assert context.ledger.member("a\x00") is None
 
@@ -158,14 +159,7 @@ async def test_a_worker_refuses_a_dead_letter_topic_smaller_than_its_inputs(
     kafka_bootstrap: str, postgres_url: str
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
-    topics = Topics(
-        purchases=f"s{suffix}.purchases",
-        referrals=f"s{suffix}.referrals",
-        social_shares=f"s{suffix}.social-shares",
-        redemptions=f"s{suffix}.redemptions",
-        member_events=f"s{suffix}.member-events",
-        dead_letters=f"s{suffix}.dead-letters",
-    )
+    topics = Topics.prefixed(f"s{suffix}")
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:  # as a topic tool with the broker's defaults would make them

@@ -109,14 +109,15 @@ def test_the_rows_agree_with_the_members_the_store_holds(database_url: str) -> N
     ids = context.ledger.member_ids()
     members = {str(m.id): m for m in context.ledger.members(ids).values()}
     assert len(members) == len(ids) == len(tables["member_balances"])
-    for key, member_id, balance, tier, qualifying, lifetime, last_at, _ in tables[
-        "member_balances"
-    ]:
+    for row in tables["member_balances"]:
+        key, member_id, balance, tier, qualifying, lifetime, last_at, _, pending, enrolled, born = row
         m = members[key]
         expected = (m.member_id, m.balance, m.tier_name(program), m.qualifying_points)
         assert (member_id, balance, tier, qualifying) == expected
-        assert lifetime == m.lifetime_points
+        assert (lifetime, pending) == (m.lifetime_points, m.pending_points)
         assert last_at == (iso(m.last_event_at) if m.last_event_at else None)
+        assert enrolled == (iso(m.enrolled_at) if m.enrolled_at else None)
+        assert born == (m.birth_date.isoformat() if m.birth_date else None)
     lots: dict[tuple[str, str], int] = {}
     for key, m in members.items():
         for lot in m.lots:

@@ -9,7 +9,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from services.domain.member import Member
-from services.program import load_program
+from services.program_file import load_program
 from services.store.checkpoint import SKIPPED, Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.leadership import AlwaysLeader, leadership
 from services.store.ledger import Ledger

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from services.domain.member import Member, Outcome
-from services.program import Program, load_program
+from services.program import Program
+from services.program_file import load_program
 
 PROGRAM = load_program(None)
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -45,6 +46,18 @@ def redeem(points: int, at: datetime) -> Command:
     return lambda m, p: m.redeem(p, event_id=f"e{next(_ids)}", points=points, reward="mug", at=at)
 
 
+def enrol(at: datetime, birth_date: date | None = None, channel: str | None = "web") -> Command:
+    return lambda m, p: m.enrol(
+        p, event_id=f"e{next(_ids)}", birth_date=birth_date, channel=channel, at=at
+    )
+
+
+def review(product: str, at: datetime, rating: int = 5) -> Command:
+    return lambda m, p: m.review(
+        p, event_id=f"e{next(_ids)}", product_id=product, rating=rating, order_id=None, at=at
+    )
+
+
 def referrer_bonus(referee: str, at: datetime) -> Command:
     return lambda m, p: m.earn_referrer_bonus(
         p, event_id=f"e{next(_ids)}", referee_id=referee, at=at
@@ -68,6 +81,9 @@ class Then:
     @property
     def kinds(self) -> list[str]:
         return [type(e).__name__ for e in self.events]
+
+    def all(self, kind: str) -> list[Any]:
+        return [e for e in self.events if type(e).__name__ == kind]
 
     def event(self, kind: str) -> Any:
         matches = [e for e in self.events if type(e).__name__ == kind]

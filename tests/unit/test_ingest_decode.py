@@ -9,7 +9,8 @@ import orjson
 from services.config import Topics
 from services.ingest.messages import InputMessage
 from services.ingest.service import IngestService
-from services.program import load_program
+from services.inputs import REGISTRY
+from services.program_file import load_program
 from services.store.ledger import Ledger
 from services.validation import Decoder
 
@@ -30,7 +31,7 @@ def test_a_decoder_bug_dead_letters_the_message_and_keeps_its_neighbours(tmp_pat
     service = IngestService(
         Ledger.open(f"sqlite:///{tmp_path}/store.sqlite3"),
         PROGRAM,
-        BrokenDecoder(PROGRAM, TOPICS.carried_types),
+        BrokenDecoder(PROGRAM, TOPICS, REGISTRY),
     )
     good = {
         "event_id": "fine",

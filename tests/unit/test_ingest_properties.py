@@ -19,6 +19,7 @@ from services.config import Settings, Topics
 from services.digest import digest
 from services.ingest.messages import InputMessage
 from services.ingest.service import IngestService
+from services.inputs import REGISTRY
 
 TOPICS = Topics()
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -62,7 +63,7 @@ def messages(stream: list[tuple[int, dict[str, Any]]]) -> list[InputMessage]:
     for n, (hours, body) in enumerate(stream):
         at += timedelta(hours=hours)
         event = {"event_id": f"e{n}", "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), **body}
-        topic = TOPICS.for_type(event["type"])
+        topic = REGISTRY.topic_of(TOPICS, event["type"])
         assert topic is not None
         key = event.get("member_id", event.get("referee_id"))
         out.append(InputMessage(topic, 0, offsets[topic], key.encode(), orjson.dumps(event)))

@@ -14,11 +14,12 @@ import pytest
 from services.commands import Purchase, Redemption, Referral, Refund, SocialShare
 from services.config import Topics
 from services.ingest.messages import MAX_ERROR_BYTES, DeadLetter, InputMessage
-from services.program import DEFAULT_PROGRAM_PATH, load_program
+from services.inputs import REGISTRY
+from services.program_file import DEFAULT_PROGRAM_PATH, load_program
 from services.validation import Decoder, InvalidEvent
 
 TOPICS = Topics()
-DECODER = Decoder(load_program(None), TOPICS.carried_types)
+DECODER = Decoder(load_program(None), TOPICS, REGISTRY)
 AT = "2026-03-01T12:00:00Z"
 
 
@@ -249,7 +250,7 @@ def test_the_clock_skew_comes_from_the_program(tmp_path: Path) -> None:
         "max_clock_skew_minutes = 60", "max_clock_skew_minutes = 5"
     )
     (tmp_path / "p.toml").write_text(text)
-    strict = Decoder(load_program(tmp_path / "p.toml"), TOPICS.carried_types)
+    strict = Decoder(load_program(tmp_path / "p.toml"), TOPICS, REGISTRY)
     kafka_at = datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert strict.decode(stamped("2026-03-01T12:05:00Z", kafka_at))
     with pytest.raises(InvalidEvent, match="max_clock_skew_minutes \\(5\\)"):
