@@ -110,7 +110,9 @@ def test_the_rows_agree_with_the_members_the_store_holds(database_url: str) -> N
     members = {str(m.id): m for m in context.ledger.members(ids).values()}
     assert len(members) == len(ids) == len(tables["member_balances"])
     for row in tables["member_balances"]:
-        key, member_id, balance, tier, qualifying, lifetime, last_at, _, pending, enrolled, born = row
+        key, member_id, balance, tier, qualifying, lifetime, last_at, _, pending, enrolled, born = (
+            row
+        )
         m = members[key]
         expected = (m.member_id, m.balance, m.tier_name(program), m.qualifying_points)
         assert (member_id, balance, tier, qualifying) == expected
