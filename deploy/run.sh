@@ -26,6 +26,9 @@ eval "$(bash deploy/local.sh env)"
 export LOYALTY_API_PORT=${LOYALTY_API_PORT:-8080}
 # The demo stream spans the past 400 days; a wall-clock sweep must not run ahead of it.
 export LOYALTY_DAILY_SWEEP=${LOYALTY_DAILY_SWEEP:-off}
+# The demo runs the seasonal program: its campaigns, badges and 14-day return window show
+# in the summary. LOYALTY_PROGRAM= (empty) runs the default program instead.
+export LOYALTY_PROGRAM=${LOYALTY_PROGRAM-services/programs/seasonal.toml}
 
 for role in worker projector api; do
   $PY -m services.cli "$role" > ".local/logs/$role.log" 2>&1 &

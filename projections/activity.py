@@ -12,6 +12,7 @@ from services.store.database import Cursor, Row
 
 PURCHASE_COLUMNS = ("aggregate_id", "version", "at")
 BADGE_COLUMNS = ("aggregate_id", "badge_id", "earned_at", "event_id", "version")
+REWARD_COLUMNS = ("aggregate_id", "version", "campaign_id", "kind", "at", "points", "order_id")
 TIER_CHANGE_COLUMNS = (
     "aggregate_id",
     "version",
@@ -25,7 +26,12 @@ TIER_CHANGE_COLUMNS = (
 
 class ActivityProjection(Projection):
     name: ClassVar[str] = "activity"
-    tables: ClassVar[tuple[str, ...]] = ("member_purchases", "tier_changes", "member_badges")
+    tables: ClassVar[tuple[str, ...]] = (
+        "member_purchases",
+        "tier_changes",
+        "member_badges",
+        "campaign_rewards",
+    )
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_purchases ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
@@ -37,10 +43,15 @@ class ActivityProjection(Projection):
         "CREATE TABLE IF NOT EXISTS member_badges ("
         "aggregate_id TEXT NOT NULL, badge_id TEXT NOT NULL, earned_at TEXT NOT NULL, "
         "event_id TEXT, version BIGINT NOT NULL, PRIMARY KEY (aggregate_id, badge_id))",
+        "CREATE TABLE IF NOT EXISTS campaign_rewards ("
+        "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, campaign_id TEXT NOT NULL, "
+        "kind TEXT NOT NULL, at TEXT NOT NULL, points BIGINT NOT NULL, order_id TEXT, "
+        "PRIMARY KEY (aggregate_id, version, campaign_id))",
     )
     index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS member_purchases_at ON member_purchases (at)",
         "CREATE INDEX IF NOT EXISTS tier_changes_month ON tier_changes (month)",
+        "CREATE INDEX IF NOT EXISTS campaign_rewards_campaign ON campaign_rewards (campaign_id)",
     )
 
     def __init__(self, tier_order: Sequence[str]) -> None:
@@ -50,8 +61,16 @@ class ActivityProjection(Projection):
         purchases: list[Row] = []
         tier_changes: list[Row] = []
         badges: list[Row] = []
+        rewards: list[Row] = []
         for e in events:
             kind = e.kind
+            campaigns = e.data.get("campaigns")
+            if campaigns:
+                order_id = e.data.get("order_id")
+                rewards.extend(
+                    (e.aggregate_id, e.version, campaign_id, kind, e.at, points, order_id)
+                    for campaign_id, points in campaigns.items()
+                )
             if kind == "PurchaseRecorded":
                 purchases.append((e.aggregate_id, e.version, e.at))
             elif kind == "TierChanged":
@@ -63,6 +82,7 @@ class ActivityProjection(Projection):
         cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
         cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)
         cur.insert("member_badges", BADGE_COLUMNS, badges)
+        cur.insert("campaign_rewards", REWARD_COLUMNS, rewards)
 
     def _tier_change(self, e: Event) -> Row:
         from_tier, to_tier = e.data["from_tier"], e.data["to_tier"]

@@ -166,3 +166,35 @@ def _lapses_during(purchases: list[datetime], month: Month, window: timedelta) -
 def _returns_during(purchases: list[datetime], month: Month, window: timedelta) -> bool:
     """A purchase in the month by a member whose previous purchase was over `window` before."""
     return any(month.start <= q < month.end and q - p > window for p, q in pairwise(purchases))
+
+
+SELECT_CAMPAIGNS = (
+    "SELECT campaign_id, COUNT(DISTINCT aggregate_id), COUNT(*), COALESCE(SUM(points), 0) "
+    "FROM campaign_rewards WHERE at <= ? GROUP BY campaign_id"
+)
+
+
+def campaign_results(db: Database, program: Program, as_of: datetime) -> dict[str, Any]:
+    """Per campaign of the program (and any in the history that left it): members reached,
+    events rewarded and points it added, up to `as_of`."""
+    found = {
+        campaign_id: (int(members), int(events), int(points))
+        for campaign_id, members, events, points in db.query(SELECT_CAMPAIGNS, (iso(as_of),))
+    }
+    defined = {c.id: c for c in program.campaigns}
+    results = []
+    for campaign_id in [*defined, *sorted(set(found) - set(defined))]:
+        members, events, points = found.get(campaign_id, (0, 0, 0))
+        campaign = defined.get(campaign_id)
+        results.append(
+            {
+                "id": campaign_id,
+                "applies_to": campaign.applies_to if campaign else None,
+                "starts": iso(campaign.starts) if campaign else None,
+                "ends": iso(campaign.ends) if campaign else None,
+                "members_reached": members,
+                "events_rewarded": events,
+                "points_issued": points,
+            }
+        )
+    return {"as_of": iso(as_of), "campaigns": results}

@@ -62,12 +62,8 @@ class ProjectionRunner:
         projections: Sequence[Projection],
         page: int = 5000,
     ) -> None:
-        mapper = ledger.mapper
-        if mapper.cipher is not None or mapper.compressor is not None:
-            raise ValueError(
-                "projections decode stored states as plain JSON: no cipher, no compressor"
-            )
         self._ledger = ledger
+        self._table = ledger.events_table()
         self._db = connect()
         self.projections = list(projections)
         self.page = page
@@ -204,7 +200,7 @@ class ProjectionRunner:
 
     def _read(self, after: int) -> list[Event]:
         with self._db.transaction() as cur:
-            return decode(cur.notifications(self._events_table(), after, self.page))
+            return decode(cur.notifications(self._table, after, self.page))
 
     def _follow(
         self, projection: Projection, pages: Queue[Page | None], reached: dict[str, int]
@@ -251,11 +247,6 @@ class ProjectionRunner:
         with db.transaction() as cur:
             for statement in projection.index_statements:
                 cur.execute(statement)
-
-    def _events_table(self) -> str:
-        store = self._ledger.store
-        schema: str = getattr(store.datastore, "schema", "")  # PostgreSQL's store only
-        return f"{schema}.{store.events_table_name}" if schema else store.events_table_name
 
 
 def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:

@@ -202,8 +202,11 @@ def _reprocess(context: Context, args: argparse.Namespace) -> int:
         f"{len(diff.differences)} members differ from the live store, "
         f"points delta {delta:+d}"
     )
+    for campaign_id, (reached, events) in sorted(diff.campaigns.items()):
+        print(f"  campaign {campaign_id}: {events} events of {reached} members rewarded")
     for d in diff.differences[: args.show]:
-        print(f"  {d.member_id}: {d.live} -> {d.reprocessed} ({d.points_delta:+d} points)")
+        by = f"; campaigns {', '.join(d.campaigns)}" if d.campaigns else ""
+        print(f"  {d.member_id}: {d.live} -> {d.reprocessed} ({d.points_delta:+d} points{by})")
     if len(diff.differences) > args.show:
         print(f"  ... and {len(diff.differences) - args.show} more")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 NETWORKS = ("facebook", "instagram", "x", "tiktok", "pinterest", "linkedin")
+CHANNELS = ("web", "app", "store")
 REWARDS = ("coffee", "tote-bag", "gift-card-10", "free-delivery")
 
 
@@ -20,7 +21,8 @@ def _stamp(at: datetime) -> str:
 
 
 def generate(members: int, seed: int, now: datetime, days: int = 400) -> Iterator[dict[str, Any]]:
-    """Events in occurred_at order: purchases, refunds, shares, referrals, redemptions."""
+    """Events in occurred_at order: enrolments (with birth dates, now and then a second
+    one), purchases, refunds, shares, reviews, referrals, redemptions."""
     rng = random.Random(seed)
     start = now - timedelta(days=days)
     events: list[tuple[datetime, int, dict[str, Any]]] = []
@@ -35,6 +37,20 @@ def generate(members: int, seed: int, now: datetime, days: int = 400) -> Iterato
     ids = [f"shopper-{i:05d}" for i in range(members)]
     for index, member_id in enumerate(ids):
         joined = start + timedelta(minutes=rng.randrange(days * 24 * 60 * 3 // 4))
+        if rng.random() < 0.8:
+            enrolment: dict[str, Any] = {
+                "type": "member_enrolled",
+                "member_id": member_id,
+                "channel": rng.choice(CHANNELS),
+            }
+            if rng.random() < 0.7:
+                born = date(rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29))
+                enrolment["birth_date"] = born.isoformat()
+            # some enrol on their first visit, others a few weeks into shopping
+            enrolled = joined + timedelta(days=rng.choice((0, 0, 0, 20, 45)))
+            add(enrolled, enrolment)
+            if rng.random() < 0.03:  # a form sent twice: already_enrolled
+                add(enrolled + timedelta(minutes=5), dict(enrolment))
         if index > 10 and rng.random() < 0.15:
             referrer = ids[rng.randrange(index)]
             add(joined, {"type": "referral", "referrer_id": referrer, "referee_id": member_id})
@@ -78,6 +94,17 @@ def generate(members: int, seed: int, now: datetime, days: int = 400) -> Iterato
                         "member_id": member_id,
                         "network": rng.choice(NETWORKS),
                         "url": f"https://shop.example/p/{rng.randrange(10_000)}",
+                    },
+                )
+            if rng.random() < 0.25:
+                add(
+                    at + timedelta(days=rng.randrange(2, 15)),
+                    {
+                        "type": "review",
+                        "member_id": member_id,
+                        "product_id": f"sku-{rng.randrange(40)}",
+                        "rating": rng.choice((3, 4, 4, 5, 5, 5, 1, 2)),
+                        "order_id": order_id,
                     },
                 )
             if balance_guess > 300 and rng.random() < 0.15:

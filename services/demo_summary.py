@@ -48,6 +48,8 @@ def main() -> int:
             f"  {topic:<24} applied {counts['applied']:>5}  duplicate {counts['duplicate']:>3}  "
             f"rejected {counts['rejected']:>3}  dead-lettered {counts['dead_lettered']:>3}"
         )
+    print("  (loyalty.members: enrolments, a second one rejected as already_enrolled;")
+    print("   loyalty.reviews: product reviews, 25 points for a new product, two a day)")
     print(f"  store position {status['store_position']}")
     if any(t["duplicate"] for t in status["inputs"].values()):
         print("  (duplicates: this demo stream was published by an earlier `make run` too; its")
@@ -79,6 +81,23 @@ def main() -> int:
             f"  {month['month']}: churn rate {month['churn_rate']}, reactivations "
             f"{month['reactivations']}, tier upgrades {month['tier_upgrades']}, "
             f"downgrades {month['tier_downgrades']}"
+        )
+    campaigns = _get(base, "/metrics/campaigns")["campaigns"]
+    if campaigns:
+        print("\nCampaigns (members reached, events rewarded, points they added)")
+        for c in campaigns:
+            print(
+                f"  {c['id']:<22} {c['applies_to'] or '':<13} {c['members_reached']:>5} members "
+                f"{c['events_rewarded']:>6} events {c['points_issued']:>8} points"
+            )
+    member = _get(base, "/members?limit=1")["members"]
+    if member:
+        shown = _get(base, f"/members/{member[0]['member_id']}")
+        badges = ", ".join(b["id"] for b in shown["badges"]) or "none"
+        print(
+            f"\n{shown['member_id']}: enrolled {shown['enrolled_at'] or 'never'}, born "
+            f"{shown['birth_date'] or 'unknown'}, badges {badges}, "
+            f"{shown['pending_points']} points pending"
         )
     liability = _get(base, "/metrics/liability")
     print(

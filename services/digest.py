@@ -10,31 +10,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, cast
-
-from eventsourcing.domain import CanMutateProtocol
 
 from services.domain.member import Member
 from services.program import Program
 from services.store.ledger import Ledger
 
 
-def members(ledger: Ledger, page: int = 10_000) -> Iterator[Member]:
+def members(ledger: Ledger) -> Iterator[Member]:
     """Every member as the store holds it, rebuilt from its events."""
-    folded: dict[Any, Any] = {}
-    position = 0
-    to_event = ledger.mapper.to_domain_event
-    while notifications := ledger.store.select_notifications(
-        start=position, limit=page, inclusive_of_start=False
-    ):
-        for notification in notifications:
-            event = cast(CanMutateProtocol[Any], to_event(notification))
-            key = event.originator_id
-            folded[key] = event.mutate(folded.get(key))
-        position = notifications[-1].id
-    for member in folded.values():
-        assert isinstance(member, Member)
-        yield member
+    return ledger.all_members()
 
 
 def digest_lines(ledger: Ledger, program: Program, as_of: datetime | None = None) -> list[str]:

@@ -17,7 +17,7 @@ import logging
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
-from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from services import member_events
@@ -52,7 +52,7 @@ class MemberEventRelay:
         self._producer: AIOKafkaProducer | None = None
 
     def position(self) -> int:
-        return self._ledger.store.max_tracking_id(RELAY_TRACKING_NAME) or 0
+        return self._ledger.tracked(RELAY_TRACKING_NAME)
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -87,9 +87,7 @@ class MemberEventRelay:
             await asyncio.gather(*futures)
             position = page[-1][0].id
             try:
-                await asyncio.to_thread(
-                    self._ledger.store.insert_tracking, Tracking(RELAY_TRACKING_NAME, position)
-                )
+                await asyncio.to_thread(self._ledger.track, RELAY_TRACKING_NAME, position)
             except IntegrityError:
                 log.warning("another relay is ahead of %d; resuming from its position", position)
                 return published
@@ -123,17 +121,15 @@ class MemberEventRelay:
             await self.stop()
 
     def _next_page(self, position: int) -> list[tuple[Notification, str]]:
-        notifications = self._ledger.store.select_notifications(
-            start=position, limit=self._page, inclusive_of_start=False
-        )
+        notifications = self._ledger.notifications(position, self._page)
         if len(self._member_ids) > 500_000:
             self._member_ids.clear()
         keys = [UUID(str(n.originator_id)) for n in notifications]
         for key, notification in zip(keys, notifications, strict=True):
             # A member's first event names it: most pages introduce their own members.
             if notification.topic == REGISTERED_TOPIC:
-                registered = self._ledger.mapper.to_domain_event(notification)
-                self._member_ids[key] = registered.member_id  # type: ignore[attr-defined]
+                registered = self._ledger.domain_event(notification)
+                self._member_ids[key] = registered.member_id
         unknown = set(keys).difference(self._member_ids)
         if unknown:
             self._member_ids.update(self._ledger.member_ids_of(unknown))

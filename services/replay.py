@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import StoredEvent
 
 from services import member_events
 from services.bootstrap import Context, build
@@ -135,7 +135,7 @@ def replay_stream(context: Context, into: str, out: TextIO = sys.stderr) -> Prog
                 checkpoint.receipts.append(
                     Receipt(event_id, record.topic, record.partition, record.offset, outcome)
                 )
-        target.ledger.store.insert_events(events, checkpoint=checkpoint)
+        target.ledger.insert_stored(events, checkpoint)
         progress(done, total)
 
     asyncio.run(
@@ -145,13 +145,13 @@ def replay_stream(context: Context, into: str, out: TextIO = sys.stderr) -> Prog
     # after it, instead of publishing the whole history a second time.
     rebuilt = target.ledger.last_position()
     if rebuilt:
-        target.ledger.store.insert_tracking(Tracking(RELAY_TRACKING_NAME, rebuilt))
+        target.ledger.track(RELAY_TRACKING_NAME, rebuilt)
     return progress
 
 
 def _input_event_id(target: Context, stored: StoredEvent) -> str | None:
     # The receipts let workers pointed at the rebuilt store recognise inputs as duplicates.
-    event_id = getattr(target.ledger.mapper.to_domain_event(stored), "event_id", None)
+    event_id = getattr(target.ledger.domain_event(stored), "event_id", None)
     return str(event_id) if event_id is not None else None
 
 
@@ -160,6 +160,9 @@ class Difference:
     member_id: str
     live: tuple[int, str, int] | None  # balance, tier, lifetime points
     reprocessed: tuple[int, str, int] | None
+    # Campaigns that rewarded the member more often reprocessed than live: what a
+    # campaign would have changed.
+    campaigns: list[str] = field(default_factory=list)
 
     @property
     def points_delta(self) -> int:
@@ -170,6 +173,8 @@ class Difference:
 class ReprocessReport:
     messages: int = 0
     differences: list[Difference] = field(default_factory=list)
+    # campaign id -> (members it rewarded, events it rewarded) in the reprocessed store
+    campaigns: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> ReprocessReport:
@@ -190,18 +195,29 @@ def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> Reproces
         progress(done, total)
 
     asyncio.run(_read(context.settings.kafka_bootstrap, context.settings.topics.inputs, apply))
-    live = _ledgers(context)
-    reprocessed = _ledgers(target)
+    live, live_uses = _ledgers(context)
+    reprocessed, uses = _ledgers(target)
     for member_id in sorted(live.keys() | reprocessed.keys()):
         before, after = live.get(member_id), reprocessed.get(member_id)
         if before != after:
-            report.differences.append(Difference(member_id, before, after))
+            was, now = live_uses.get(member_id, {}), uses.get(member_id, {})
+            changed = sorted(c for c, n in now.items() if n > was.get(c, 0))
+            report.differences.append(Difference(member_id, before, after, changed))
+    for member_uses in uses.values():
+        for campaign_id, n in member_uses.items():
+            reached, events = report.campaigns.get(campaign_id, (0, 0))
+            report.campaigns[campaign_id] = (reached + 1, events + n)
     return report
 
 
-def _ledgers(context: Context) -> dict[str, tuple[int, str, int]]:
+def _ledgers(
+    context: Context,
+) -> tuple[dict[str, tuple[int, str, int]], dict[str, dict[str, int]]]:
+    """Each member's (balance, tier, lifetime points), and the events each campaign
+    rewarded of it."""
     program = context.program
-    return {
-        m.member_id: (m.balance, m.tier_name(program), m.lifetime_points)
-        for m in members(context.ledger)
-    }
+    ledgers, uses = {}, {}
+    for m in members(context.ledger):
+        ledgers[m.member_id] = (m.balance, m.tier_name(program), m.lifetime_points)
+        uses[m.member_id] = dict(m.campaign_uses)
+    return ledgers, uses

@@ -66,7 +66,7 @@ async def gather_status(
             "skipped": counts.get((topic, SKIPPED), 0),
             "consumer_lag": lag if partitions else None,
         }
-    relayed = await asyncio.to_thread(ledger.store.max_tracking_id, RELAY_TRACKING_NAME) or 0
+    relayed = await asyncio.to_thread(ledger.tracked, RELAY_TRACKING_NAME)
     status: dict[str, Any] = {
         "store_position": store_position,
         "projections": {

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from projections.metrics import churn_metrics, liability, tier_metrics
+from projections.metrics import campaign_results, churn_metrics, liability, tier_metrics
 from projections.runner import ProjectionRunner
 from services.bootstrap import Context
 from services.domain.member import Member
@@ -200,6 +200,12 @@ async def get_liability(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(liability, db, program, as_of))
 
 
+async def get_campaigns(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(campaign_results, db, program, as_of))
+
+
 async def get_status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     positions = await asyncio.to_thread(request.app[RUNNER].positions)
@@ -260,6 +266,7 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/metrics/tiers", get_tiers)
     app.router.add_get("/metrics/churn", get_churn)
     app.router.add_get("/metrics/liability", get_liability)
+    app.router.add_get("/metrics/campaigns", get_campaigns)
     app.router.add_get("/status", get_status)
     app.on_cleanup.append(_close)
     return app

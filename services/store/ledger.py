@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -11,7 +11,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanMutateProtocol
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import Notification, StoredEvent, Tracking, Transcoder
 from eventsourcing.utils import get_topic
 
 from services.domain.member import Member
@@ -118,3 +118,46 @@ class Ledger(Application[UUID]):
 
     def last_position(self) -> int:
         return self.store.max_notification_id() or 0
+
+    # ---- the store's followers (relay, digest, replay, projections) ---------------------
+
+    def notifications(self, after: int, limit: int) -> Sequence[Notification]:
+        """Up to `limit` stored events after position `after`, in store order."""
+        return self.store.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+
+    def domain_event(self, stored: StoredEvent) -> Any:
+        return self.mapper.to_domain_event(stored)
+
+    def all_members(self, page: int = 10_000) -> Iterator[Member]:
+        """Every member as the store holds it, folded from the log in one pass."""
+        folded: dict[Any, Any] = {}
+        position = 0
+        while notifications := self.notifications(position, page):
+            for notification in notifications:
+                event = cast(CanMutateProtocol[Any], self.domain_event(notification))
+                key = event.originator_id
+                folded[key] = event.mutate(folded.get(key))
+            position = notifications[-1].id
+        for member in folded.values():
+            yield cast(Member, member)
+
+    def tracked(self, name: str) -> int:
+        """The position a follower named `name` recorded (0 before any)."""
+        return self.store.max_tracking_id(name) or 0
+
+    def track(self, name: str, position: int) -> None:
+        """Records a follower's position; refuses (IntegrityError) to move it back."""
+        self.store.insert_tracking(Tracking(name, position))
+
+    def insert_stored(self, events: Sequence[StoredEvent], checkpoint: Checkpoint) -> None:
+        """Stored events copied as they are (a rebuild from the changelog), with receipts."""
+        self.store.insert_events(events, checkpoint=checkpoint)
+
+    def events_table(self) -> str:
+        """Where a read side reading the log with SQL of its own finds it; its states are
+        plain JSON in the transcoder's format (no cipher, no compressor)."""
+        if self.mapper.cipher is not None or self.mapper.compressor is not None:
+            raise ValueError("the read side reads stored states as plain JSON")
+        store = self.store
+        schema: str = getattr(store.datastore, "schema", "")  # PostgreSQL's store only
+        return f"{schema}.{store.events_table_name}" if schema else store.events_table_name

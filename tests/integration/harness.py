@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,11 +21,14 @@ from services.inputs import REGISTRY
 from services.status import end_offsets
 
 
-def context_for(bootstrap: str, database_url: str, topics: Topics, group: str) -> Context:
+def context_for(
+    bootstrap: str, database_url: str, topics: Topics, group: str, program: Path | None = None
+) -> Context:
     return build(
         Settings(
             kafka_bootstrap=bootstrap,
             database_url=database_url,
+            program_path=program,
             topics=topics,
             consumer_group=group,
             daily_sweep=False,
