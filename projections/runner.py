@@ -1,6 +1,6 @@
 """Follows the event store's notification log and feeds every projection, page by page.
 
-SQLite's recorder cannot subscribe (FACTS.md), so the runner polls the store for both
+eventsourcing 9.5's SQLite recorder cannot subscribe, so the runner polls the store for both
 backends: one code path, and idle polls are cheap.
 
 Each page is read and decoded once, by the calling thread, and queued for every

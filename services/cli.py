@@ -1,4 +1,4 @@
-"""`loyalty`: the one console script (CONTRACT section 5)."""
+"""`loyalty`: the one console script (README, "Command line")."""
 
 from __future__ import annotations
 
@@ -17,17 +17,15 @@ import orjson
 from services.bootstrap import Context, build
 from services.errors import OperatorError
 from services.faults import Fault, backoff, fault_of, operator_error
+from services.instants import parse_instant
 from services.store.urls import mask_url
 
 
 def _parse_time(text: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 timestamp: {text!r}") from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"timestamp needs a UTC offset: {text!r}")
-    return parsed.astimezone(UTC)
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--as-of {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`loyalty digest [--as-of T]`: one SHA-256 over every member's ledger (CONTRACT 5).
+"""`loyalty digest [--as-of T]`: one SHA-256 over every member's ledger (docs/RULES.md, section 8).
 
 Members are folded from the notification log in one pass (no per-member queries); with
 `as_of`, steps 1 and 2 (expiry, tier review) run in memory and nothing is written. Two

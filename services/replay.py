@@ -1,4 +1,4 @@
-"""Ops' rebuilds (CONTRACT section 5): read models, a store from the changelog, a store
+"""Ops' rebuilds (README, "Command line"): read models, a store from the changelog, a store
 from the input topics under the current program, each with progress on stderr."""
 
 from __future__ import annotations

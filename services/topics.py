@@ -2,7 +2,7 @@
 check the worker makes before it reads.
 
 The dead-letter topic must take every message an input topic took, plus the headers a
-dead letter adds (CONTRACT section 2); otherwise one large bad message would stall its
+dead letter adds (docs/RULES.md, section 2); otherwise one large bad message would stall its
 partition, and every topic behind it, forever. The member-events topic is the ledger's
 changelog: it is kept forever.
 """

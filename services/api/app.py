@@ -1,4 +1,6 @@
-"""`loyalty api`: the read models as HTTP JSON (CONTRACT section 4). Handlers only read."""
+"""`loyalty api`: the read models as HTTP JSON (README, "Read models and metrics").
+
+Handlers only read."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from projections.runner import ProjectionRunner
 from services.bootstrap import Context
 from services.domain.member import Member
 from services.faults import Fault, fault_of
+from services.instants import parse_instant
 from services.status import gather_status
 from services.store.database import Database
 
@@ -164,20 +167,15 @@ def _as_of(request: web.Request) -> datetime:
     if raw is None:
         return datetime.now(UTC)
     try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise _bad_request(f"as_of must be an RFC 3339 timestamp, not {_shown(raw)}") from None
-    if parsed.tzinfo is None:
-        raise _bad_request(
-            f"as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z, not {_shown(raw)}"
-        )
-    # Compared before converting: converting an instant near datetime's limits overflows.
+        parsed = parse_instant(raw)
+    except ValueError as exc:
+        raise _bad_request(f"as_of {exc}") from None
     if not EARLIEST_AS_OF <= parsed < LATEST_AS_OF:
         raise _bad_request(
             f"as_of must be from {EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}, "
             f"not {_shown(raw)}"
         )
-    return parsed.astimezone(UTC)
+    return parsed
 
 
 async def get_tiers(request: web.Request) -> web.Response:

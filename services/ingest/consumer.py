@@ -61,7 +61,7 @@ class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class LagOffsets:
     """Kafka's committed offsets for group `loyalty-ledger`, following the store's, so that
-    lag tools show progress (CONTRACT section 2: within seconds, also when the stream goes
+    lag tools show progress (docs/RULES.md, section 2: within seconds, also when the stream goes
     quiet). Commits that fail are tried again at the next turn of the loop."""
 
     def __init__(self) -> None:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from services.commands import Command
 
-# CONTRACT section 2: the `error` header is an excerpt, so that a dead letter is never
+# docs/RULES.md, section 2: the `error` header is an excerpt, so that a dead letter is never
 # much larger than the message it carries (which the input topic already accepted).
 MAX_ERROR_BYTES = 1024
 # What the four headers add to a dead letter at most: the dead-letter topic must accept

@@ -72,7 +72,7 @@ def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:
 
     A member's events arrive on up to four topics; applying whatever partition was
     fetched first would, say, decline a redemption whose purchase sits in the same
-    batch on another topic. Within a partition, arrival order is kept (CONTRACT 3).
+    batch on another topic. Within a partition, arrival order is kept (docs/RULES.md, section 7).
     """
     partitions: dict[tuple[str, int], list[Decoded]] = {}
     for item in decoded:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 
 class MessageOutcome(StrEnum):
-    """CONTRACT section 2: every input message ends in exactly one of these."""
+    """docs/RULES.md, section 2: every input message ends in exactly one of these."""
 
     APPLIED = "applied"
     DUPLICATE = "duplicate"

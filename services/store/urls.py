@@ -1,4 +1,4 @@
-"""LOYALTY_DATABASE_URL -> how to reach the store (CONTRACT section 5).
+"""LOYALTY_DATABASE_URL -> how to reach the store (README, "Command line").
 
 A postgresql:// URL is libpq's: its query options (`sslmode`, `sslrootcert`,
 `application_name`, `connect_timeout`, ...) are libpq keywords, and reach every

@@ -28,7 +28,7 @@ def loyalty(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def sha256_of(lines: list[str]) -> str:
-    """CONTRACT 5's digest, computed here independently: sorted lines of
+    """The digest (README, "Operations"), computed here independently: sorted lines of
     member_id, balance, tier, lifetime points."""
     return hashlib.sha256("".join(f"{line}\n" for line in sorted(lines)).encode()).hexdigest()
 
@@ -98,11 +98,11 @@ def test_bad_arguments_and_a_bad_program_say_what_is_wrong(tmp_path: Path) -> No
     env = {"PATH": "/usr/bin:/bin", "LOYALTY_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
     no_offset = loyalty("sweep", "--as-of", "2027-01-01T00:00:00", env=env)
     assert no_offset.returncode == 2
-    assert "needs a UTC offset" in no_offset.stderr
+    assert "with a UTC offset" in no_offset.stderr
     program = tmp_path / "p.toml"
-    program.write_text('currency = "EUR"\n')
+    program.write_text('currency = "EUR"\npending_dayz = 3\n')
     bad = loyalty("status", env={**env, "LOYALTY_PROGRAM": str(program)})
     assert bad.returncode == 2
     assert bad.stderr.startswith("loyalty: program file p.toml: ")
-    assert "is missing" in bad.stderr
+    assert "pending_dayz is not a key a program may have" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -1,4 +1,4 @@
-"""Exactly-once under SIGKILL, rebalances and redelivery (CONTRACT section 2).
+"""Exactly-once under SIGKILL, rebalances and redelivery (docs/RULES.md, section 2).
 
 Each test compares the store the workers built with a clean run: every partition's
 records applied once, in order, into a fresh store; a stream over all four topics, whose

@@ -1,4 +1,4 @@
-"""Outages of the parts the ledger stands on, end to end (CONTRACT section 2): PostgreSQL
+"""Outages of the parts the ledger stands on, end to end (docs/RULES.md, section 2): PostgreSQL
 stopped for 30 seconds in the middle of a stream, with a second worker joining while it
 is away (a rebalance during an outage), and the Kafka broker restarted in the middle of
 the stream. Every process stays up, and the final ledgers and per-topic accounting are

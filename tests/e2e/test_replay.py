@@ -1,4 +1,4 @@
-"""Ops rebuild state and prove it is the same (CONTRACT section 5, issue 6)."""
+"""Ops rebuild state and prove it is the same (README, "Operations"; deploy/RUNBOOK.md)."""
 
 from __future__ import annotations
 

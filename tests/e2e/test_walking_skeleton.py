@@ -48,7 +48,11 @@ def test_purchase_through_kafka_store_and_projection_is_served_by_the_api(
             "tier": "bronze",
             "qualifying_points": 123,
             "lifetime_points": 123,
+            "pending_points": 0,
             "last_event_at": "2026-03-01T12:00:00Z",
+            "enrolled_at": None,
+            "birth_date": None,
+            "badges": [],
         }
         status, body = get_json(f"http://127.0.0.1:{port}/members/nobody")
         assert status == 404

@@ -1,4 +1,4 @@
-"""CONTRACT section 2 through a real broker and a real PostgreSQL store."""
+"""docs/RULES.md, section 2, through a real broker and a real PostgreSQL store."""
 
 from __future__ import annotations
 

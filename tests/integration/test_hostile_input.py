@@ -1,4 +1,4 @@
-"""Hostile and careless input through the real broker (CONTRACT section 2): each bad message
+"""Hostile and careless input through the real broker (docs/RULES.md, section 2): each bad message
 is dead-lettered alone, with its key and bytes, and the canaries around it are applied.
 
 Every case here once stalled or corrupted the ledger: a dead letter too large to publish

@@ -1,4 +1,4 @@
-"""Where the worker reads from, and what lag tools see (CONTRACT section 2).
+"""Where the worker reads from, and what lag tools see (docs/RULES.md, section 2).
 
 The store's positions say where each partition resumes; Kafka's committed offsets for the
 group follow them within seconds, also once the stream goes quiet. Offsets the log no

@@ -1,4 +1,4 @@
-"""CONTRACT section 3 through the real pipeline: Kafka, the worker, the store, the
+"""docs/RULES.md (sections 3 and 7) through the real pipeline: Kafka, the worker, the store, the
 projections and the HTTP API, plus the member-events changelog."""
 
 from __future__ import annotations

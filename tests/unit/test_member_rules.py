@@ -1,4 +1,4 @@
-"""CONTRACT section 3, rule by rule, with the edges that decide them."""
+"""docs/RULES.md, sections 3 and 7, rule by rule, with the edges that decide them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every kind of input CONTRACT section 2 calls "could not be understood" gets a precise reason."""
+"""Every kind of input that cannot be understood (docs/RULES.md, section 2) gets a precise
+reason."""
 
 from __future__ import annotations
 
