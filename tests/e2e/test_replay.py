@@ -103,6 +103,23 @@ async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes
     listed = {line.split(":")[0].strip() for line in changed.stdout.splitlines()[1:]}
     assert listed == {f"buyer-{b:04d}" for b in range(120)}  # sharers earn the same
 
+    # Under the seasonal program: which members its campaigns would have changed, and how
+    seasonal = loyalty(
+        "reprocess",
+        "--into",
+        new_database(services),
+        "--show",
+        "1000",
+        env={**env, "LOYALTY_PROGRAM": str(DEFAULT_PROGRAM_PATH.parent / "seasonal.toml")},
+    )
+    assert seasonal.returncode == 0, seasonal.stderr
+    lines = seasonal.stdout.splitlines()
+    reached = [line for line in lines if line.strip().startswith("campaign big-basket:")]
+    assert reached and "members rewarded" in reached[0]
+    changed_by = [line for line in lines if "; campaigns " in line and "big-basket" in line]
+    assert changed_by, seasonal.stdout[:2000]
+    assert all(line.strip().startswith("buyer-") for line in changed_by)
+
 
 def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
