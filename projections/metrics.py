@@ -23,13 +23,28 @@ SELECT_PURCHASES = (
     "SELECT aggregate_id, at FROM member_purchases WHERE at <= ? ORDER BY aggregate_id, at"
 )
 SELECT_MEMBERS = "SELECT COUNT(*) FROM member_balances"
-SELECT_LOTS = (
-    "SELECT COALESCE(SUM(points), 0), "
-    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0) "
-    "FROM point_lots WHERE lot_date > ?"
+# The lots as they stood at T: every movement of each lot up to T, the lots not yet
+# expired at T (dated after T - lifetime); then what of them falls due within 30 and 90 days.
+SELECT_LOTS_AS_OF = (
+    "SELECT COALESCE(SUM(held), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN held ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN held ELSE 0 END), 0) "
+    "FROM (SELECT lot_date, SUM(points) AS held FROM lot_movements "
+    "WHERE at <= ? AND lot_date > ? GROUP BY aggregate_id, lot_date) AS lots WHERE held > 0"
 )
-SELECT_DEBT = "SELECT COALESCE(SUM(-balance), 0) FROM member_balances WHERE balance < 0"
+# Each member's balance after its latest entry dated at or before T: below zero, a debt.
+SELECT_OWED_AS_OF = (
+    "SELECT COALESCE(SUM(-balance), 0) FROM (SELECT balance, ROW_NUMBER() OVER "
+    "(PARTITION BY aggregate_id ORDER BY version DESC) AS latest FROM ledger_entries "
+    "WHERE at <= ?) AS last WHERE latest = 1 AND balance < 0"
+)
+# Each order's points still pending at T: held at its purchase, less refunds up to T, when
+# its release time is after T.
+SELECT_PENDING_AS_OF = (
+    "SELECT COALESCE(SUM(held), 0) FROM (SELECT MAX(release_at) AS release_at, "
+    "SUM(points) AS held FROM pending_moves WHERE at <= ? GROUP BY aggregate_id, order_id) "
+    "AS credits WHERE release_at > ? AND held > 0"
+)
 
 
 def tier_metrics(db: Database, program: Program, as_of: datetime) -> dict[str, Any]:
@@ -121,10 +136,12 @@ def liability(db: Database, program: Program, as_of: datetime) -> dict[str, Any]
     unexpired_after = iso(as_of - lifetime)
     due_30 = iso(as_of - lifetime + timedelta(days=30))
     due_90 = iso(as_of - lifetime + timedelta(days=90))
+    at = iso(as_of)
     outstanding, in_30, in_90 = (
-        int(v) for v in db.query(SELECT_LOTS, (due_30, due_90, unexpired_after))[0]
+        int(v) for v in db.query(SELECT_LOTS_AS_OF, (due_30, due_90, at, unexpired_after))[0]
     )
-    debt = int(db.query(SELECT_DEBT)[0][0])
+    debt = int(db.query(SELECT_OWED_AS_OF, (at,))[0][0])
+    pending = int(db.query(SELECT_PENDING_AS_OF, (at, at))[0][0])
 
     def money(points: int) -> str:
         return str((program.point_value * points).quantize(program.point_value))
@@ -140,6 +157,8 @@ def liability(db: Database, program: Program, as_of: datetime) -> dict[str, Any]
         "value_expiring_within_30_days": money(in_30),
         "value_expiring_within_90_days": money(in_90),
         "points_owed_by_members": debt,
+        "points_pending": pending,
+        "value_pending": money(pending),
     }
 
 

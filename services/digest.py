@@ -1,8 +1,9 @@
-"""`loyalty digest [--as-of T]`: one SHA-256 over every member's ledger (docs/RULES.md, section 8).
+"""`loyalty digest [--as-of T]`: one SHA-256 over every member's ledger.
 
-Members are folded from the notification log in one pass (no per-member queries); with
-`as_of`, steps 1 and 2 (expiry, tier review) run in memory and nothing is written. Two
-stores with equal digests hold the same ledgers.
+Members are folded from the notification log in one pass (no per-member queries). With
+`as_of`, each member is what `GET /members/{id}?as_of=T` answers (docs/RULES.md, section
+8): the prefix of its events dated at or before T, then steps 0 to 2 at T, in memory,
+nothing written. Two stores with equal digests hold the same ledgers.
 """
 
 from __future__ import annotations
@@ -21,20 +22,25 @@ def members(ledger: Ledger) -> Iterator[Member]:
     return ledger.all_members()
 
 
+def line(member: Member, program: Program) -> str:
+    """A member's line of the digest: member_id, balance, tier, lifetime points."""
+    return (
+        f"{member.member_id}\t{member.balance}\t{member.tier_name(program)}\t"
+        f"{member.lifetime_points}\n"
+    )
+
+
 def digest_lines(ledger: Ledger, program: Program, as_of: datetime | None = None) -> list[str]:
     lines = []
-    for member in members(ledger):
+    for member in ledger.all_members(as_of):
         if as_of is not None:
             member.sweep(program, at=as_of)  # in memory only: never saved
-        lines.append(
-            f"{member.member_id}\t{member.balance}\t{member.tier_name(program)}\t"
-            f"{member.lifetime_points}\n"
-        )
+        lines.append(line(member, program))
     return sorted(lines)
 
 
 def digest(ledger: Ledger, program: Program, as_of: datetime | None = None) -> str:
     sha = hashlib.sha256()
-    for line in digest_lines(ledger, program, as_of):
-        sha.update(line.encode())
+    for text in digest_lines(ledger, program, as_of):
+        sha.update(text.encode())
     return sha.hexdigest()

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from projections.base import iso
 from projections.metrics import campaign_results, churn_metrics, liability, tier_metrics
 from projections.runner import ProjectionRunner
 from services.bootstrap import Context
@@ -106,6 +107,8 @@ def _member_json(row: tuple[Any, ...]) -> dict[str, Any]:
 
 async def get_member(request: web.Request) -> web.Response:
     member_id = request.match_info["member_id"]
+    if "as_of" in request.query:
+        return await _member_as_of(request, member_id, _as_of(request))
     aggregate_id = str(Member.create_id(member_id))
     rows = await _query(request, SELECT_MEMBER, (aggregate_id,))
     if not rows:
@@ -115,6 +118,40 @@ async def get_member(request: web.Request) -> web.Response:
         {
             **_member_json(rows[0]),
             "badges": [{"id": badge_id, "earned_at": at} for badge_id, at in badges],
+        }
+    )
+
+
+async def _member_as_of(request: web.Request, member_id: str, at: datetime) -> web.Response:
+    """From the event store, not the read models: the prefix of the member's events dated
+    at or before `at`, then steps 0 to 2 at `at`, in memory (docs/RULES.md, section 8)."""
+    context = request.app[CONTEXT]
+    program = context.program
+    member = await asyncio.to_thread(context.ledger.member_as_of, member_id, at)
+    if member is None:
+        return _error(404, f"member {member_id!r} has no event dated at or before {iso(at)}")
+    member.sweep(program, at=at)  # never saved
+    lifetime = program.lot_lifetime
+    return web.json_response(
+        {
+            "member_id": member_id,
+            "as_of": iso(at),
+            "balance": member.balance,
+            "tier": member.tier_name(program),
+            "qualifying_points": member.qualifying_points,
+            "pending_points": member.pending_points,
+            "lifetime_points": member.lifetime_points,
+            "enrolled_at": iso(member.enrolled_at) if member.enrolled_at else None,
+            "birth_date": member.birth_date.isoformat() if member.birth_date else None,
+            "badges": [{"id": b, "earned_at": iso(t)} for b, t in member.badges.items()],
+            "lots": [
+                {"points": lot.points, "dated": iso(lot.date), "expires": iso(lot.date + lifetime)}
+                for lot in member.lots
+            ],
+            "pending": [
+                {"order_id": c.order_id, "points": c.points, "releases": iso(c.release_at)}
+                for c in member.pending
+            ],
         }
     )
 
@@ -168,8 +205,11 @@ def _as_of(request: web.Request) -> datetime:
         return datetime.now(UTC)
     try:
         parsed = parse_instant(raw)
-    except ValueError as exc:
-        raise _bad_request(f"as_of {exc}") from None
+    except ValueError:
+        raise _bad_request(
+            f"as_of must be an RFC 3339 timestamp with a UTC offset, e.g. "
+            f"2026-03-01T00:00:00Z, not {_shown(raw)}"
+        ) from None
     if not EARLIEST_AS_OF <= parsed < LATEST_AS_OF:
         raise _bad_request(
             f"as_of must be from {EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}, "

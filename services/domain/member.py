@@ -168,6 +168,8 @@ class Member(Aggregate):
         self.campaign_uses: dict[str, int] = {}  # campaign id -> events it rewarded
         self.badges: dict[str, datetime] = {}  # badge id -> when earned
         self._pending: list[PendingCredit] = []  # by release time
+        # The latest `at` of any of its events: a snapshot is usable as of T when it is <= T.
+        self.latest_at: datetime | None = None
 
     # ---- queries -------------------------------------------------------------------
 
@@ -633,6 +635,10 @@ class Member(Aggregate):
         for campaign_id in campaigns or ():
             self.campaign_uses[campaign_id] = self.campaign_uses.get(campaign_id, 0) + 1
 
+    def _dated(self, at: datetime) -> None:
+        if self.latest_at is None or at > self.latest_at:
+            self.latest_at = at
+
     def _seen(self, at: datetime) -> None:
         if self.last_event_at is None or at > self.last_event_at:
             self.last_event_at = at
@@ -655,6 +661,7 @@ class Member(Aggregate):
         release_at: datetime | None = None,
         campaigns: dict[str, int] | None = None,
     ) -> None:
+        self._dated(at)
         self.orders[order_id] = Order(at, amount, points if earned is None else earned, base_points)
         self._credit(at, points, debt_repaid)
         if pending and release_at is not None:
@@ -667,6 +674,7 @@ class Member(Aggregate):
     def _purchase_rejected(
         self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime
     ) -> None:
+        self._dated(at)
         self._seen(at)
 
     @event("RefundRecorded")
@@ -684,6 +692,7 @@ class Member(Aggregate):
         at: datetime,
         pending: int = 0,
     ) -> None:
+        self._dated(at)
         order = self.orders[order_id]
         order.refunded += amount
         order.base_removed += base_points_removed
@@ -698,10 +707,12 @@ class Member(Aggregate):
     def _refund_rejected(
         self, event_id: str, order_id: str, amount: Decimal, reason: str, at: datetime
     ) -> None:
+        self._dated(at)
         self._seen(at)
 
     @event("ReferralRecorded")
     def _referral_recorded(self, event_id: str, referrer_id: str, at: datetime) -> None:
+        self._dated(at)
         self.referral = Referral(referrer_id, at)
         self._seen(at)
 
@@ -709,6 +720,7 @@ class Member(Aggregate):
     def _referral_rejected(
         self, event_id: str, referrer_id: str, reason: str, at: datetime
     ) -> None:
+        self._dated(at)
         self._seen(at)
 
     @event("ReferralRewarded")
@@ -721,6 +733,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         if self.referral is not None:
             self.referral.settled = True
         self._credit(at, points, debt_repaid)
@@ -736,6 +749,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         self._credit(at, points, debt_repaid)
         self._seen(at)
 
@@ -752,6 +766,7 @@ class Member(Aggregate):
         at: datetime,
         campaigns: dict[str, int] | None = None,
     ) -> None:
+        self._dated(at)
         self.shares_by_day[day] = self.shares_by_day.get(day, 0) + 1
         insort(self.share_times, at)
         self._credit(at, points, debt_repaid)
@@ -768,6 +783,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         self._take(consumed)
         self._seen(at)
 
@@ -775,6 +791,7 @@ class Member(Aggregate):
     def _redemption_declined(
         self, event_id: str, reward: str, requested: int, balance: int, reason: str, at: datetime
     ) -> None:
+        self._dated(at)
         self._seen(at)
 
     @event("Enrolled")
@@ -789,6 +806,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         self.enrolled_at = at
         self.birth_date = None if birth_date is None else date.fromisoformat(birth_date)
         self._credit(at, points, debt_repaid)
@@ -797,6 +815,7 @@ class Member(Aggregate):
 
     @event("EnrolmentRejected")
     def _enrolment_rejected(self, event_id: str, reason: str, at: datetime) -> None:
+        self._dated(at)
         self._seen(at)
 
     @event("ReviewRecorded")
@@ -814,6 +833,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         self.reviewed_products.add(product_id)
         if rewarded:
             self.rewarded_reviews_by_day[day] = self.rewarded_reviews_by_day.get(day, 0) + 1
@@ -826,6 +846,7 @@ class Member(Aggregate):
     def _birthday_rewarded(
         self, birthday: datetime, points: int, debt_repaid: int, balance: int, at: datetime
     ) -> None:
+        self._dated(at)
         self.last_birthday = birthday
         self._credit(at, points, debt_repaid)
 
@@ -839,6 +860,7 @@ class Member(Aggregate):
         balance: int,
         at: datetime,
     ) -> None:
+        self._dated(at)
         self.badges[badge_id] = at
         self._credit(at, points, debt_repaid)
 
@@ -846,22 +868,26 @@ class Member(Aggregate):
     def _points_released(
         self, order_id: str, points: int, pending: int, debt_repaid: int, balance: int, at: datetime
     ) -> None:
+        self._dated(at)
         self._take_pending(order_id, -pending)
         self._credit(at, points, debt_repaid)
 
     @event("PointsExpired")
     def _points_expired(self, lot_date: datetime, points: int, balance: int, at: datetime) -> None:
+        self._dated(at)
         self._take([[lot_date, -points]])
 
     @event("TierChanged")
     def _tier_changed(
         self, from_tier: str, to_tier: str, qualifying_points: int, at: datetime
     ) -> None:
+        self._dated(at)
         self.tier = to_tier
         self.qualifying_points = qualifying_points
 
     @event("QualifyingPointsChanged")
     def _qualifying_points_changed(self, qualifying_points: int, at: datetime) -> None:
+        self._dated(at)
         self.qualifying_points = qualifying_points
 
 

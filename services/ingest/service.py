@@ -20,19 +20,40 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from services.commands import Command
+from services.domain import member_snapshot
 from services.domain.member import Member, Outcome
+from services.domain.member_snapshot import SNAPSHOT_EVERY
 from services.faults import Contention
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.inputs import REGISTRY, Registry
 from services.program import Program
 from services.store.checkpoint import Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.ledger import Ledger
+from services.store.recorders import SnapshotRow
 from services.validation import Decoder, InvalidEvent
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 NOTHING_STORED = InputPosition(0, -1)
+
+
+def snapshots_due(members: Iterable[Member], before: dict[str, int]) -> list[SnapshotRow]:
+    """Snapshots of the members whose version crossed a multiple of SNAPSHOT_EVERY since
+    `before` (member id -> version), as their state stands now."""
+    rows: list[SnapshotRow] = []
+    for member in members:
+        if member.version // SNAPSHOT_EVERY > before[member.member_id] // SNAPSHOT_EVERY:
+            assert member.latest_at is not None  # a member past its first snapshot has events
+            rows.append(
+                (
+                    member.id,
+                    member.version,
+                    member_snapshot.instant_text(member.latest_at),
+                    member_snapshot.encode(member),
+                )
+            )
+    return rows
 
 
 class StoreContention(Contention):
@@ -54,6 +75,9 @@ class Prepared:
     touched: list[str]  # member ids
     skipped: int
     epoch: int  # the member cache's when the decisions began
+    # Taken when decided (the cached members move on with the next batch), written once
+    # the batch is stored: a snapshot of a version the store refused would be a lie.
+    snapshots: list[SnapshotRow] = field(default_factory=list)
 
     @property
     def event_ids(self) -> set[str]:
@@ -160,6 +184,7 @@ class IngestService:
             prepared = self.prepare(decoded, dead)
             try:
                 self._ledger.put(prepared.events, prepared.checkpoint)
+                self._save_snapshots(prepared.snapshots)
             except IntegrityError as exc:
                 self.members.evict(prepared.touched)
                 log.warning("commit conflict (attempt %d): %s; deciding again", attempt, exc)
@@ -186,11 +211,13 @@ class IngestService:
         touched: dict[str, Member] = {}
         try:
             checkpoint = self._decide(fresh_decoded, fresh_dead, touched, in_flight)
+            versions = {m.member_id: m.version - len(m.pending_events) for m in touched.values()}
+            snapshots = snapshots_due(touched.values(), versions)
             events = [event for member in touched.values() for event in member.collect_events()]
         except BaseException:
             self.members.evict(touched)
             raise
-        return Prepared(events, checkpoint, list(touched), skipped, epoch)
+        return Prepared(events, checkpoint, list(touched), skipped, epoch, snapshots)
 
     def write(self, prepared: Prepared) -> BatchReport:
         """Stores a prepared batch. On failure the member cache is invalidated (not
@@ -200,7 +227,14 @@ class IngestService:
         except BaseException:
             self.members.invalidate()
             raise
+        self._save_snapshots(prepared.snapshots)
         return prepared.report()
+
+    def _save_snapshots(self, rows: list[SnapshotRow]) -> None:
+        try:
+            self._ledger.save_snapshots(rows)
+        except Exception as exc:  # a cache: the events are stored, the next one will do
+            log.warning("snapshots not saved (%s: %s)", type(exc).__name__, exc)
 
     def _not_yet_stored(
         self, decoded: Sequence[Decoded], dead: Sequence[DeadLetter]
@@ -276,11 +310,14 @@ class IngestService:
         for start in range(0, len(ids), chunk):
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 touched = {mid: self.members.get(mid) for mid in ids[start : start + chunk]}
+                versions = {mid: m.version for mid, m in touched.items()}
                 for member in touched.values():
                     member.sweep(self._program, at=at)
                 pending = sum(len(m.pending_events) for m in touched.values())
+                snapshots = snapshots_due(touched.values(), versions)
                 try:
                     self._ledger.commit(list(touched.values()), Checkpoint())
+                    self._save_snapshots(snapshots)
                 except IntegrityError:
                     self.members.evict(touched)
                     log.warning("sweep conflict (attempt %d); deciding again", attempt)

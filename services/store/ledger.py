@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application
 from eventsourcing.domain import CanMutateProtocol
 from eventsourcing.persistence import Notification, StoredEvent, Tracking, Transcoder
 from eventsourcing.utils import get_topic
 
+from services.domain import member_snapshot
 from services.domain.member import Member
 from services.store.checkpoint import Checkpoint, InputPosition, incarnation_of, tracking_name
-from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
+from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder, SnapshotRow
 from services.store.transcoder import OrjsonTranscoder
 from services.store.urls import DatabaseUrl
 
@@ -53,20 +55,48 @@ class Ledger(Application[UUID]):
         return cast(LedgerRecorder, self.recorder)
 
     def member(self, member_id: str) -> Member | None:
-        try:
-            return cast(Member, self.repository.get(Member.create_id(member_id)))
-        except AggregateNotFoundError:
-            return None
+        return self.members([member_id]).get(member_id)
 
     def members(self, member_ids: Collection[str]) -> dict[str, Member]:
-        """The members the store holds among those asked for, in one query."""
+        """The members the store holds among those asked for: each from its latest
+        snapshot, if any, and the events after it; one query for each, whatever their
+        number."""
         ids = {Member.create_id(member_id): member_id for member_id in member_ids}
         folded: dict[UUID, Any] = {}
-        for stored in self.store.select_members_events(list(ids)):
+        for key, (_, state) in self.store.latest_snapshots(list(ids)).items():
+            member = member_snapshot.decode(state)
+            if member is not None:
+                folded[key] = member
+        after = {key: folded[key].version if key in folded else 0 for key in ids}
+        for stored in self.store.select_events_after(after):
             event = cast(CanMutateProtocol[Any], self.mapper.to_domain_event(stored))
             key = UUID(str(stored.originator_id))
             folded[key] = event.mutate(folded.get(key))
         return {ids[key]: cast(Member, member) for key, member in folded.items()}
+
+    def member_as_of(self, member_id: str, at: datetime) -> Member | None:
+        """The member as its stored events dated at or before `at` left it: the longest
+        prefix of its events, from the latest snapshot inside that prefix; None when not
+        even its first event is that old. Nothing is written."""
+        key = Member.create_id(member_id)
+        member: Any = None
+        snapshot = self.store.snapshot_as_of(key, member_snapshot.instant_text(at))
+        if snapshot is not None:
+            member = member_snapshot.decode(snapshot[1])
+        after = 0 if member is None else member.version
+        for stored in self.store.select_events_after({key: after}):
+            event = cast(CanMutateProtocol[Any], self.mapper.to_domain_event(stored))
+            dated = getattr(event, "at", None)
+            if dated is not None and dated > at:
+                break
+            member = event.mutate(member)
+        if member is None or member.latest_at is None:
+            return None  # registered, and not one event dated at or before `at`
+        return cast(Member, member)
+
+    def save_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
+        if rows:
+            self.store.insert_snapshots(rows)
 
     def member_ids_of(self, aggregate_ids: Collection[UUID]) -> dict[UUID, str]:
         """The member id of each aggregate the store holds among those asked for."""
@@ -128,18 +158,29 @@ class Ledger(Application[UUID]):
     def domain_event(self, stored: StoredEvent) -> Any:
         return self.mapper.to_domain_event(stored)
 
-    def all_members(self, page: int = 10_000) -> Iterator[Member]:
-        """Every member as the store holds it, folded from the log in one pass."""
+    def all_members(self, as_of: datetime | None = None, page: int = 10_000) -> Iterator[Member]:
+        """Every member as the store holds it, folded from the log in one pass; with
+        `as_of`, as `member_as_of` answers for each (members with no event that old are
+        left out)."""
         folded: dict[Any, Any] = {}
+        closed: set[Any] = set()  # members whose prefix dated at or before as_of has ended
         position = 0
         while notifications := self.notifications(position, page):
             for notification in notifications:
                 event = cast(CanMutateProtocol[Any], self.domain_event(notification))
                 key = event.originator_id
+                if as_of is not None:
+                    if key in closed:
+                        continue
+                    dated = getattr(event, "at", None)
+                    if dated is not None and dated > as_of:
+                        closed.add(key)
+                        continue
                 folded[key] = event.mutate(folded.get(key))
             position = notifications[-1].id
         for member in folded.values():
-            yield cast(Member, member)
+            if as_of is None or member.latest_at is not None:
+                yield cast(Member, member)
 
     def tracked(self, name: str) -> int:
         """The position a follower named `name` recorded (0 before any)."""

@@ -39,6 +39,35 @@ ADD_COUNT = (
     "DO UPDATE SET messages = ingest_counts.messages + excluded.messages"
 )
 
+# Snapshots of long members (services/domain/member_snapshot.py): a cache beside the
+# events, never the truth; `latest_at` is the latest `at` of the events up to `version`,
+# as fixed-width UTC text, so that it compares as the instants do.
+CREATE_SNAPSHOTS = (
+    "CREATE TABLE IF NOT EXISTS member_snapshots ("
+    "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, latest_at TEXT NOT NULL, "
+    "state {blob} NOT NULL, PRIMARY KEY (aggregate_id, version))"
+)
+INSERT_SNAPSHOT = (
+    "INSERT INTO member_snapshots (aggregate_id, version, latest_at, state) "
+    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
+)
+SELECT_LATEST_SNAPSHOTS_PG = (
+    "SELECT DISTINCT ON (aggregate_id) aggregate_id, version, state FROM member_snapshots "
+    "WHERE aggregate_id = ANY(%s) ORDER BY aggregate_id, version DESC"
+)
+SELECT_LATEST_SNAPSHOT_SQLITE = (
+    "SELECT aggregate_id, version, state FROM member_snapshots WHERE aggregate_id = ? "
+    "ORDER BY version DESC LIMIT 1"
+)
+SELECT_SNAPSHOT_AS_OF = (
+    "SELECT aggregate_id, version, state FROM member_snapshots WHERE aggregate_id = {p} "
+    "AND latest_at <= {p} ORDER BY version DESC LIMIT 1"
+)
+# (aggregate id, version, latest_at as text, state)
+SnapshotRow = tuple[UUID, int, str, bytes]
+# aggregate id -> (version, state)
+Snapshots = dict[UUID, tuple[int, bytes]]
+
 SELECT_KNOWN_PG = "SELECT event_id FROM ingest_receipts WHERE event_id = ANY(%s)"
 SELECT_KNOWN_SQLITE = "SELECT event_id FROM ingest_receipts WHERE event_id IN ({marks})"
 SELECT_COUNTS = "SELECT topic, outcome, messages FROM ingest_counts"
@@ -108,7 +137,8 @@ def _count_rows(checkpoint: Checkpoint) -> list[tuple[Any, ...]]:
 class LedgerPostgresRecorder(PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend([SQL(CREATE_RECEIPTS), SQL(CREATE_COUNTS)])  # type: ignore[list-item]
+        statements = [CREATE_RECEIPTS, CREATE_COUNTS, CREATE_SNAPSHOTS.format(blob="BYTEA")]
+        self.sql_create_statements.extend(SQL(s) for s in statements)  # type: ignore[misc]
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -169,6 +199,46 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                 for r in curs.fetchall()
             ]
 
+    def select_events_after(self, versions: dict[UUID, int]) -> list[StoredEvent]:
+        """Each aggregate's events after the version given for it, in order."""
+        if not versions:
+            return []
+        statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0}.{1} e "
+            "JOIN unnest(%s::uuid[], %s::bigint[]) AS s(id, after) "
+            "ON e.originator_id = s.id AND e.originator_version > s.after "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        ids = list(versions)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (ids, [versions[i] for i in ids]))
+            return [
+                StoredEvent(
+                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
+                )
+                for r in curs.fetchall()
+            ]
+
+    def insert_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.executemany(
+                INSERT_SNAPSHOT.format(p="%s"), [(str(i), v, at, s) for i, v, at, s in rows]
+            )
+
+    def latest_snapshots(self, ids: Collection[UUID]) -> Snapshots:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SELECT_LATEST_SNAPSHOTS_PG, ([str(i) for i in ids],))
+            return {
+                UUID(r["aggregate_id"]): (int(r["version"]), bytes(r["state"]))
+                for r in curs.fetchall()
+            }
+
+    def snapshot_as_of(self, aggregate_id: UUID, latest_at: str) -> tuple[int, bytes] | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SELECT_SNAPSHOT_AS_OF.format(p="%s"), (str(aggregate_id), latest_at))
+            row = curs.fetchone()
+            return None if row is None else (int(row["version"]), bytes(row["state"]))
+
     def input_trackings(self, name: str) -> list[tuple[str, int]]:
         statement = SQL(SELECT_INPUT_TRACKING.format(table="{0}.{1}", p="%s")).format(
             Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
@@ -190,7 +260,12 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
 
 class LedgerSQLiteRecorder(SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), CREATE_RECEIPTS, CREATE_COUNTS]
+        return [
+            *super().construct_create_table_statements(),
+            CREATE_RECEIPTS,
+            CREATE_COUNTS,
+            CREATE_SNAPSHOTS.format(blob="BLOB"),
+        ]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -224,6 +299,41 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
                 )
                 events.extend(StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall())
         return events
+
+    def select_events_after(self, versions: dict[UUID, int]) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for aggregate_id, after in versions.items():  # in-process: a query each is cheap
+                c.execute(
+                    f"SELECT originator_id, originator_version, topic, state FROM "
+                    f"{self.events_table_name} WHERE originator_id = ? AND "
+                    f"originator_version > ? ORDER BY originator_version",
+                    (aggregate_id.hex, after),
+                )
+                events.extend(StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall())
+        return events
+
+    def insert_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                INSERT_SNAPSHOT.format(p="?"), [(str(i), v, at, s) for i, v, at, s in rows]
+            )
+
+    def latest_snapshots(self, ids: Collection[UUID]) -> Snapshots:
+        found: Snapshots = {}
+        with self.datastore.transaction(commit=False) as c:
+            for aggregate_id in ids:
+                c.execute(SELECT_LATEST_SNAPSHOT_SQLITE, (str(aggregate_id),))
+                row = c.fetchone()
+                if row is not None:
+                    found[aggregate_id] = (int(row[1]), bytes(row[2]))
+        return found
+
+    def snapshot_as_of(self, aggregate_id: UUID, latest_at: str) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(SELECT_SNAPSHOT_AS_OF.format(p="?"), (str(aggregate_id), latest_at))
+            row = c.fetchone()
+            return None if row is None else (int(row[1]), bytes(row[2]))
 
     def input_trackings(self, name: str) -> list[tuple[str, int]]:
         statement = SELECT_INPUT_TRACKING.format(table="tracking", p="?")

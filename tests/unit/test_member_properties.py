@@ -11,6 +11,7 @@ from eventsourcing.application import Application
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.domain import member_snapshot
 from services.domain.member import Member
 from services.program import Badge, Campaign, Program
 from services.program_file import load_program
@@ -219,3 +220,35 @@ def test_an_aggregate_rebuilt_from_its_stored_events_equals_the_live_one(
         assert (rebuilt.enrolled_at, rebuilt.birth_date) == (live.enrolled_at, live.birth_date)
         assert rebuilt.reviewed_products == live.reviewed_products
         assert rebuilt.qualifying_points_at(PROGRAM, t) == live.qualifying_points_at(PROGRAM, t)
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories, PROGRAMS)
+def test_a_snapshot_restores_the_member_it_was_taken_of(
+    history: list[Any], program: Program
+) -> None:
+    members, _, t = replay(history, program)
+    for live in members.values():
+        live.collect_events()
+        restored = member_snapshot.decode(member_snapshot.encode(live))
+        assert restored is not None
+        assert vars(restored) == vars(live)
+        # and it goes on deciding exactly as the live one does (the events' wall-clock
+        # timestamps aside)
+        for m in (live, restored):
+            m.sweep(program, at=t + timedelta(days=400))
+        decided = [
+            [
+                (type(e).__name__, e.originator_version, getattr(e, "points", None))
+                for e in m.collect_events()
+            ]
+            for m in (live, restored)
+        ]
+        assert decided[0] == decided[1]
+        assert {**vars(restored), "_modified_on": None} == {**vars(live), "_modified_on": None}
+
+
+def test_a_snapshot_of_another_format_is_ignored() -> None:
+    member = Member.register("ann")
+    data = member_snapshot.encode(member).replace(b'"format":1', b'"format":0')
+    assert member_snapshot.decode(data) is None
