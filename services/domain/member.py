@@ -16,7 +16,7 @@ held pending.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -158,6 +158,7 @@ class Member(Aggregate):
         self.referral: Referral | None = None
         self.shares_by_day: dict[str, int] = {}  # UTC date (ISO) -> shares recorded that day
         self._lots: list[Lot] = []  # by date, one lot per date; empty while in debt
+        self._held = 0  # the lots' points: the balance is asked for several times an event
         self.enrolled_at: datetime | None = None
         self.birth_date: date | None = None
         self.last_birthday: datetime | None = None  # the latest birthday rewarded
@@ -175,7 +176,7 @@ class Member(Aggregate):
 
     @property
     def balance(self) -> int:
-        return sum(lot.points for lot in self._lots) - self.debt
+        return self._held - self.debt
 
     @property
     def lots(self) -> tuple[Lot, ...]:
@@ -605,19 +606,28 @@ class Member(Aggregate):
         remainder = points - debt_repaid
         if remainder <= 0:
             return
-        for i, lot in enumerate(self._lots):
-            if lot.date == at:
-                self._lots[i] = Lot(at, lot.points + remainder)
-                return
-        insort(self._lots, Lot(at, remainder), key=lambda lot: lot.date)
+        lots = self._lots
+        # Lots are by date, and a credit is mostly the newest: found in O(log n), not a scan
+        # (a long member holds thousands of lots).
+        i = bisect_left(lots, at, key=_lot_date)
+        if i < len(lots) and lots[i].date == at:
+            lots[i] = Lot(at, lots[i].points + remainder)
+        else:
+            lots.insert(i, Lot(at, remainder))
+        self._held += remainder
 
     def _take(self, consumed: Consumed) -> None:
+        lots = self._lots
         for lot_date, taken in consumed:
-            for i, lot in enumerate(self._lots):
-                if lot.date == lot_date:
-                    self._lots[i] = Lot(lot.date, lot.points - taken)
-                    break
-        self._lots = [lot for lot in self._lots if lot.points > 0]
+            i = bisect_left(lots, lot_date, key=_lot_date)
+            if i < len(lots) and lots[i].date == lot_date:
+                held = lots[i].points
+                left = held - taken
+                if left > 0:
+                    lots[i] = Lot(lot_date, left)
+                else:
+                    del lots[i]
+                self._held -= held - max(left, 0)
 
     def _take_pending(self, order_id: str, points: int) -> None:
         for i, credit in enumerate(self._pending):
@@ -889,6 +899,10 @@ class Member(Aggregate):
     def _qualifying_points_changed(self, qualifying_points: int, at: datetime) -> None:
         self._dated(at)
         self.qualifying_points = qualifying_points
+
+
+def _lot_date(lot: Lot) -> datetime:
+    return lot.date
 
 
 def _release_time(credit: PendingCredit) -> datetime:

@@ -8,6 +8,7 @@ another format are ignored (the events are the truth).
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,8 @@ from services.domain.lots import Lot, Order, PendingCredit, Referral
 from services.domain.member import Member
 
 FORMAT = 1
-SNAPSHOT_EVERY = 500  # versions
+NOTHING = Decimal(0)  # Decimals are immutable: every unrefunded order may share it
+SNAPSHOT_EVERY = 250  # versions: at most this many events folded on top of one
 
 
 def _at(value: datetime | None) -> str | None:
@@ -80,6 +82,18 @@ def encode(member: Member) -> bytes:
 
 def decode(data: bytes) -> Member | None:
     """The member a snapshot holds; None when its format is not this code's."""
+    # A long member's state is thousands of small objects, freed by reference counting:
+    # the cyclic collector would walk the heap again and again while they are made.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode(data)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _decode(data: bytes) -> Member | None:
     state: dict[str, Any] = orjson.loads(data)
     if state.get("format") != FORMAT:
         return None
@@ -97,7 +111,14 @@ def decode(data: bytes) -> Member | None:
     member.latest_at = _instant(state["latest_at"])
     member.debt = state["debt"]
     member.orders = {
-        k: Order(_when(at), Decimal(amount), earned, base, Decimal(refunded), removed)
+        k: Order(
+            _when(at),
+            Decimal(amount),
+            earned,
+            base,
+            NOTHING if refunded == "0" else Decimal(refunded),
+            removed,
+        )
         for k, at, amount, earned, base, refunded, removed in state["orders"]
     }
     referral = state["referral"]
@@ -106,6 +127,7 @@ def decode(data: bytes) -> Member | None:
     )
     member.shares_by_day = state["shares_by_day"]
     member._lots = [Lot(_when(d), p) for d, p in state["lots"]]
+    member._held = sum(lot.points for lot in member._lots)
     member.enrolled_at = _instant(state["enrolled_at"])
     born = state["birth_date"]
     member.birth_date = None if born is None else date.fromisoformat(born)

@@ -38,14 +38,24 @@ MAX_ATTEMPTS = 8
 NOTHING_STORED = InputPosition(0, -1)
 
 
-def snapshots_due(members: Iterable[Member], before: dict[str, int]) -> list[SnapshotRow]:
-    """Snapshots of the members whose version crossed a multiple of SNAPSHOT_EVERY since
-    `before` (member id -> version), as their state stands now."""
-    rows: list[SnapshotRow] = []
-    for member in members:
-        if member.version // SNAPSHOT_EVERY > before[member.member_id] // SNAPSHOT_EVERY:
-            assert member.latest_at is not None  # a member past its first snapshot has events
-            rows.append(
+class Snapshots:
+    """Snapshots taken as a batch is decided: whenever a member's version crosses a
+    multiple of SNAPSHOT_EVERY, its state at that very version, so that no fold from a
+    snapshot is ever longer than that, however many events a batch brings a member."""
+
+    def __init__(self) -> None:
+        self._marks: dict[str, int] = {}  # member id -> version // SNAPSHOT_EVERY, last seen
+        self.rows: list[SnapshotRow] = []
+
+    def touched(self, member: Member) -> None:
+        self._marks.setdefault(member.member_id, member.version // SNAPSHOT_EVERY)
+
+    def decided(self, member: Member) -> None:
+        mark = member.version // SNAPSHOT_EVERY
+        if mark > self._marks[member.member_id]:
+            self._marks[member.member_id] = mark
+            assert member.latest_at is not None  # a member past a snapshot mark has events
+            self.rows.append(
                 (
                     member.id,
                     member.version,
@@ -53,7 +63,6 @@ def snapshots_due(members: Iterable[Member], before: dict[str, int]) -> list[Sna
                     member_snapshot.encode(member),
                 )
             )
-    return rows
 
 
 class StoreContention(Contention):
@@ -209,15 +218,14 @@ class IngestService:
         self.members.drop_if_invalid()
         fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
         touched: dict[str, Member] = {}
+        snapshots = Snapshots()
         try:
-            checkpoint = self._decide(fresh_decoded, fresh_dead, touched, in_flight)
-            versions = {m.member_id: m.version - len(m.pending_events) for m in touched.values()}
-            snapshots = snapshots_due(touched.values(), versions)
+            checkpoint = self._decide(fresh_decoded, fresh_dead, touched, snapshots, in_flight)
             events = [event for member in touched.values() for event in member.collect_events()]
         except BaseException:
             self.members.evict(touched)
             raise
-        return Prepared(events, checkpoint, list(touched), skipped, epoch, snapshots)
+        return Prepared(events, checkpoint, list(touched), skipped, epoch, snapshots.rows)
 
     def write(self, prepared: Prepared) -> BatchReport:
         """Stores a prepared batch. On failure the member cache is invalidated (not
@@ -259,6 +267,7 @@ class IngestService:
         decoded: Sequence[Decoded],
         dead: Sequence[DeadLetter],
         touched: dict[str, Member],
+        snapshots: Snapshots,
         in_flight: Collection[str] = frozenset(),
     ) -> Checkpoint:
         checkpoint = Checkpoint()
@@ -279,14 +288,16 @@ class IngestService:
                 )
                 continue
             known.add(command.event_id)
-            member = self._member(command.member_id, touched)
+            member = self._member(command.member_id, touched, snapshots)
             decision = self._apply(member, command)
+            snapshots.decided(member)
             if decision.referrer_bonus is not None:
                 bonus = decision.referrer_bonus
-                referrer = self._member(bonus.referrer_id, touched)
+                referrer = self._member(bonus.referrer_id, touched, snapshots)
                 referrer.earn_referrer_bonus(
                     self._program, event_id=bonus.event_id, referee_id=member.member_id, at=bonus.at
                 )
+                snapshots.decided(referrer)
             outcome = MessageOutcome.REJECTED if decision.rejected else MessageOutcome.APPLIED
             checkpoint.account(m.topic, m.partition, m.offset, outcome, m.incarnation)
             checkpoint.receipts.append(
@@ -294,10 +305,11 @@ class IngestService:
             )
         return checkpoint
 
-    def _member(self, member_id: str, touched: dict[str, Member]) -> Member:
+    def _member(self, member_id: str, touched: dict[str, Member], snapshots: Snapshots) -> Member:
         member = touched.get(member_id)
         if member is None:
             member = touched[member_id] = self.members.get(member_id)
+            snapshots.touched(member)
         return member
 
     def _apply(self, member: Member, command: Command) -> Outcome:
@@ -310,14 +322,15 @@ class IngestService:
         for start in range(0, len(ids), chunk):
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 touched = {mid: self.members.get(mid) for mid in ids[start : start + chunk]}
-                versions = {mid: m.version for mid, m in touched.items()}
+                snapshots = Snapshots()
                 for member in touched.values():
+                    snapshots.touched(member)
                     member.sweep(self._program, at=at)
+                    snapshots.decided(member)
                 pending = sum(len(m.pending_events) for m in touched.values())
-                snapshots = snapshots_due(touched.values(), versions)
                 try:
                     self._ledger.commit(list(touched.values()), Checkpoint())
-                    self._save_snapshots(snapshots)
+                    self._save_snapshots(snapshots.rows)
                 except IntegrityError:
                     self.members.evict(touched)
                     log.warning("sweep conflict (attempt %d); deciding again", attempt)

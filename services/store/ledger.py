@@ -84,7 +84,10 @@ class Ledger(Application[UUID]):
         if snapshot is not None:
             member = member_snapshot.decode(snapshot[1])
         after = 0 if member is None else member.version
-        for stored in self.store.select_events_after({key: after}):
+        # The next snapshot has an event dated after `at` (else it would have been chosen):
+        # the prefix ends before it, so no event beyond it is read.
+        upto = self.store.next_snapshot_version(key, after)
+        for stored in self.store.select_member_events(key, after, upto):
             event = cast(CanMutateProtocol[Any], self.mapper.to_domain_event(stored))
             dated = getattr(event, "at", None)
             if dated is not None and dated > at:

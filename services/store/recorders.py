@@ -59,6 +59,9 @@ SELECT_LATEST_SNAPSHOT_SQLITE = (
     "SELECT aggregate_id, version, state FROM member_snapshots WHERE aggregate_id = ? "
     "ORDER BY version DESC LIMIT 1"
 )
+SELECT_NEXT_SNAPSHOT = (
+    "SELECT MIN(version) FROM member_snapshots WHERE aggregate_id = {p} AND version > {p}"
+)
 SELECT_SNAPSHOT_AS_OF = (
     "SELECT aggregate_id, version, state FROM member_snapshots WHERE aggregate_id = {p} "
     "AND latest_at <= {p} ORDER BY version DESC LIMIT 1"
@@ -239,6 +242,30 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
             row = curs.fetchone()
             return None if row is None else (int(row["version"]), bytes(row["state"]))
 
+    def next_snapshot_version(self, aggregate_id: UUID, after: int) -> int | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SELECT_NEXT_SNAPSHOT.format(p="%s"), (str(aggregate_id), after))
+            row = curs.fetchone()
+            return None if row is None or row["min"] is None else int(row["min"])
+
+    def select_member_events(
+        self, aggregate_id: UUID, after: int, upto: int | None
+    ) -> list[StoredEvent]:
+        """The aggregate's events with after < version <= upto (no upper bound: None)."""
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE originator_id = %s AND originator_version > %s AND originator_version <= %s "
+            "ORDER BY originator_version"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (aggregate_id, after, upto if upto is not None else 2**62))
+            return [
+                StoredEvent(
+                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
+                )
+                for r in curs.fetchall()
+            ]
+
     def input_trackings(self, name: str) -> list[tuple[str, int]]:
         statement = SQL(SELECT_INPUT_TRACKING.format(table="{0}.{1}", p="%s")).format(
             Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
@@ -334,6 +361,24 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
             c.execute(SELECT_SNAPSHOT_AS_OF.format(p="?"), (str(aggregate_id), latest_at))
             row = c.fetchone()
             return None if row is None else (int(row[1]), bytes(row[2]))
+
+    def next_snapshot_version(self, aggregate_id: UUID, after: int) -> int | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(SELECT_NEXT_SNAPSHOT.format(p="?"), (str(aggregate_id), after))
+            row = c.fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+    def select_member_events(
+        self, aggregate_id: UUID, after: int, upto: int | None
+    ) -> list[StoredEvent]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_id, originator_version, topic, state FROM "
+                f"{self.events_table_name} WHERE originator_id = ? AND originator_version > ? "
+                f"AND originator_version <= ? ORDER BY originator_version",
+                (aggregate_id.hex, after, upto if upto is not None else 2**62),
+            )
+            return [StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall()]
 
     def input_trackings(self, name: str) -> list[tuple[str, int]]:
         statement = SELECT_INPUT_TRACKING.format(table="tracking", p="?")

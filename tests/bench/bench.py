@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -247,6 +247,80 @@ def measure_replay(settings: Settings) -> float:
     return rate
 
 
+LONG_MEMBER_EVENTS = 10_000
+
+
+def long_member_history(n: int = LONG_MEMBER_EVENTS) -> list[dict[str, Any]]:
+    """One member's n input events over ~3 years: purchases, refunds, shares, reviews,
+    redemptions (a member with thousands of events: the case snapshots are for)."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        at = (start + timedelta(hours=2.6 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        base = {"event_id": f"long-{i}", "member_id": "long", "occurred_at": at}
+        kind = i % 10
+        if kind < 5:
+            events.append(
+                {
+                    **base,
+                    "type": "purchase",
+                    "order_id": f"o{i}",
+                    "amount": f"{10 + i % 90}.50",
+                    "currency": "EUR",
+                }
+            )
+        elif kind == 5:
+            events.append({**base, "type": "refund", "order_id": f"o{i - 1}", "amount": "5.00"})
+        elif kind < 8:
+            events.append({**base, "type": "social_share", "network": "x"})
+        elif kind == 8:
+            events.append({**base, "type": "review", "product_id": f"p{i}", "rating": 5})
+        else:
+            events.append({**base, "type": "redemption", "points": 50, "reward": "mug"})
+    return events
+
+
+def measure_as_of(settings: Settings) -> dict[str, float]:
+    """GET /members/{id}?as_of=T for a member with 10,000 events, through HTTP, at 40
+    instants over its history and beyond: median and 95th percentile, in ms."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.api.app import create_app
+    from tests.integration.harness import commit_events
+
+    context = build(settings)
+    history = long_member_history()
+    commit_events(context, history, batch=500)
+    stored = context.ledger.member("long")
+    assert stored is not None
+    first = datetime.fromisoformat(history[0]["occurred_at"])
+    last = datetime.fromisoformat(history[-1]["occurred_at"])
+    instants = [first + (last - first) * (k / 35) for k in range(36)]
+    instants += [last + timedelta(days=d) for d in (1, 30, 200, 400)]
+
+    async def timed() -> list[float]:
+        app = create_app(context, context.database(), context.projection_runner())
+        took = []
+        async with TestClient(TestServer(app)) as client:
+            for at in instants:
+                params = {"as_of": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                began = time.perf_counter()
+                response = await client.get("/members/long", params=params)
+                await response.read()
+                took.append((time.perf_counter() - began) * 1000)
+                assert response.status == 200, await response.text()
+        return took
+
+    asyncio.run(timed())  # warm: connections, caches
+    took = sorted(asyncio.run(timed()))
+    median, p95 = took[len(took) // 2], took[int(len(took) * 0.95)]
+    log(
+        f"as-of: a member with {len(history):,} input events ({stored.version:,} stored): "
+        f"median {median:.1f} ms, p95 {p95:.1f} ms over {len(took)} instants"
+    )
+    return {"as_of_median_ms": round(median, 1), "as_of_p95_ms": round(p95, 1)}
+
+
 def summarise_profile(path: Path, top: int = 25) -> str:
     """Self and total time per function from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
@@ -305,6 +379,9 @@ def main() -> int:
     parser.add_argument(
         "--keep-stores", action="store_true", help="leave the bench's databases for a look"
     )
+    parser.add_argument(
+        "--as-of-only", action="store_true", help="only the as-of figure (a 10,000-event member)"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     services = start_services()
@@ -319,6 +396,9 @@ def main() -> int:
             consumer_group=f"bench-{suffix}",
             daily_sweep=False,
         )
+        if args.as_of_only:
+            measure_as_of(replace(settings, database_url=new_database(services)))
+            return 0
         lines = stream(args.events)
         log(f"publishing {len(lines):,} events")
         asyncio.run(publish_lines(lines, services.kafka_bootstrap, topics))
@@ -340,6 +420,7 @@ def main() -> int:
         log(f"projections {projections:,.0f} events/s over {stored:,} stored events; replay")
         settle(settings.database_url)
         replay = measure_replay(replace(settings))
+        as_of = measure_as_of(replace(settings, database_url=new_database(services)))
         figures = {
             "events": len(lines),
             "stored_events": stored,
@@ -350,6 +431,7 @@ def main() -> int:
             "replay_events_per_s": round(replay),
             "worker_peak_rss_mb": round(rss),
             "worker_cpu_share": round(busy, 2),
+            **as_of,
             "at": datetime.now(UTC).isoformat(),
         }
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -363,7 +445,8 @@ def main() -> int:
             f"{figures['pipe_events_per_s']} events/s, ratio {figures['ratio']}, projections "
             f"{figures['projections_events_per_s']} events/s, replay "
             f"{figures['replay_events_per_s']} events/s, "
-            f"worker rss {figures['worker_peak_rss_mb']} MB"
+            f"worker rss {figures['worker_peak_rss_mb']} MB, "
+            f"as-of {figures['as_of_median_ms']} ms (p95 {figures['as_of_p95_ms']} ms)"
         )
         return 0
     finally:
