@@ -3,14 +3,16 @@ member endpoint read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from projections.analytics import VIEWS
 from projections.base import Projection
-from projections.events import Event
+from projections.events import Event, cents
 from services.store.database import Cursor, Row
 
-PURCHASE_COLUMNS = ("aggregate_id", "version", "at")
+PURCHASE_COLUMNS = ("aggregate_id", "version", "at", "order_id", "amount_cents")
+REFUND_COLUMNS = ("aggregate_id", "version", "at", "order_id", "amount_cents")
 BADGE_COLUMNS = ("aggregate_id", "badge_id", "earned_at", "event_id", "version")
 REWARD_COLUMNS = ("aggregate_id", "version", "campaign_id", "kind", "at", "points", "order_id")
 TIER_CHANGE_COLUMNS = (
@@ -31,10 +33,16 @@ class ActivityProjection(Projection):
         "tier_changes",
         "member_badges",
         "campaign_rewards",
+        "member_refunds",
     )
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_purchases ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
+        "order_id TEXT NOT NULL, amount_cents BIGINT NOT NULL, "
+        "PRIMARY KEY (aggregate_id, version))",
+        "CREATE TABLE IF NOT EXISTS member_refunds ("
+        "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
+        "order_id TEXT NOT NULL, amount_cents BIGINT NOT NULL, "
         "PRIMARY KEY (aggregate_id, version))",
         "CREATE TABLE IF NOT EXISTS tier_changes ("
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
@@ -50,9 +58,15 @@ class ActivityProjection(Projection):
     )
     index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS member_purchases_at ON member_purchases (at)",
+        "CREATE INDEX IF NOT EXISTS member_purchases_order "
+        "ON member_purchases (aggregate_id, order_id)",
+        "CREATE INDEX IF NOT EXISTS member_refunds_order "
+        "ON member_refunds (aggregate_id, order_id)",
         "CREATE INDEX IF NOT EXISTS tier_changes_month ON tier_changes (month)",
         "CREATE INDEX IF NOT EXISTS campaign_rewards_campaign ON campaign_rewards (campaign_id)",
     )
+
+    views: ClassVar[Mapping[str, str]] = VIEWS
 
     def __init__(self, tier_order: Sequence[str]) -> None:
         self._rank = {name: i for i, name in enumerate(tier_order)}
@@ -62,6 +76,7 @@ class ActivityProjection(Projection):
         tier_changes: list[Row] = []
         badges: list[Row] = []
         rewards: list[Row] = []
+        refunds: list[Row] = []
         for e in events:
             kind = e.kind
             campaigns = e.data.get("campaigns")
@@ -72,7 +87,13 @@ class ActivityProjection(Projection):
                     for campaign_id, points in campaigns.items()
                 )
             if kind == "PurchaseRecorded":
-                purchases.append((e.aggregate_id, e.version, e.at))
+                purchases.append(
+                    (e.aggregate_id, e.version, e.at, e.data["order_id"], cents(e.data["amount"]))
+                )
+            elif kind == "RefundRecorded":
+                refunds.append(
+                    (e.aggregate_id, e.version, e.at, e.data["order_id"], cents(e.data["amount"]))
+                )
             elif kind == "TierChanged":
                 tier_changes.append(self._tier_change(e))
             elif kind == "BadgeEarned":
@@ -80,6 +101,7 @@ class ActivityProjection(Projection):
                     (e.aggregate_id, e.data["badge_id"], e.at, e.data.get("event_id"), e.version)
                 )
         cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
+        cur.insert("member_refunds", REFUND_COLUMNS, refunds)
         cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)
         cur.insert("member_badges", BADGE_COLUMNS, badges)
         cur.insert("campaign_rewards", REWARD_COLUMNS, rewards)

@@ -8,7 +8,7 @@ killed at any instant resumes exactly after the last page it committed. Rebuildi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -24,6 +24,9 @@ class Projection(ABC):
     create_statements: ClassVar[Sequence[str]]  # the tables, with their keys
     # What only readers need: built after a rebuild's load rather than kept up on the way.
     index_statements: ClassVar[Sequence[str]] = ()
+    # SQL views over the tables (name -> SELECT), for analysts: made after the tables,
+    # dropped before them (a table with a view on it cannot be dropped).
+    views: ClassVar[Mapping[str, str]] = {}
 
     @abstractmethod
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:

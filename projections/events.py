@@ -98,6 +98,11 @@ def instant(tagged: dict[str, str]) -> str:
     return iso(datetime.fromisoformat(text))
 
 
+def cents(tagged: dict[str, str]) -> int:
+    """A stored amount (a tagged decimal string, at most 2 decimals) in integer cents."""
+    return int(Decimal(tagged["_data_"]) * 100)
+
+
 def plain(value: Any) -> Any:
     """A stored value as the domain event holds it."""
     if isinstance(value, dict) and "_type_" in value:

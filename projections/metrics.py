@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
+from projections.analytics import amount, breakage
 from projections.base import iso
 from services.program import Program
 from services.store.database import Database
@@ -143,9 +145,10 @@ def liability(db: Database, program: Program, as_of: datetime) -> dict[str, Any]
     debt = int(db.query(SELECT_OWED_AS_OF, (at,))[0][0])
     pending = int(db.query(SELECT_PENDING_AS_OF, (at, at))[0][0])
 
-    def money(points: int) -> str:
+    def money(points: int | Decimal) -> str:
         return str((program.point_value * points).quantize(program.point_value))
 
+    rate = breakage(db, program, as_of)
     return {
         "as_of": iso(as_of),
         "point_value": str(program.point_value),
@@ -159,7 +162,38 @@ def liability(db: Database, program: Program, as_of: datetime) -> dict[str, Any]
         "points_owed_by_members": debt,
         "points_pending": pending,
         "value_pending": money(pending),
+        "breakage_rate": rate,
+        # What the outstanding points are expected to cost: those not expected to lapse.
+        "expected_cost": money(Decimal(outstanding) * (1 - Decimal(str(rate or 0)))),
     }
+
+
+def liability_history(
+    db: Database, program: Program, as_of: datetime, months: int
+) -> dict[str, Any]:
+    """The liability at the end of each of the last `months` months up to `as_of` (the
+    current month's figure as of `as_of` itself)."""
+    rows = []
+    for month in months_before(as_of, months):
+        at = month.end if month.end >= as_of else month.end - timedelta(seconds=1)
+        figures = liability(db, program, at)
+        rows.append(
+            {
+                "month": month.label,
+                "at": iso(at),
+                **{
+                    key: figures[key]
+                    for key in (
+                        "points_outstanding",
+                        "points_pending",
+                        "points_owed_by_members",
+                        "breakage_rate",
+                        "expected_cost",
+                    )
+                },
+            }
+        )
+    return {"as_of": iso(as_of), "currency": program.currency, "months": rows}
 
 
 def _parse(text: str) -> datetime:
@@ -191,6 +225,16 @@ SELECT_CAMPAIGNS = (
     "SELECT campaign_id, COUNT(DISTINCT aggregate_id), COUNT(*), COALESCE(SUM(points), 0) "
     "FROM campaign_rewards WHERE at <= ? GROUP BY campaign_id"
 )
+# The rewarded purchases' amounts, less their refunds up to T, in cents.
+SELECT_CAMPAIGN_SPEND = (
+    "SELECT r.campaign_id, COALESCE(SUM(p.amount_cents - COALESCE(b.back, 0)), 0) "
+    "FROM campaign_rewards AS r JOIN member_purchases AS p "
+    "ON p.aggregate_id = r.aggregate_id AND p.order_id = r.order_id "
+    "LEFT JOIN (SELECT aggregate_id, order_id, SUM(amount_cents) AS back FROM member_refunds "
+    "WHERE at <= ? GROUP BY aggregate_id, order_id) AS b "
+    "ON b.aggregate_id = r.aggregate_id AND b.order_id = r.order_id "
+    "WHERE r.kind = 'PurchaseRecorded' AND r.at <= ? GROUP BY r.campaign_id"
+)
 
 
 def campaign_results(db: Database, program: Program, as_of: datetime) -> dict[str, Any]:
@@ -199,6 +243,11 @@ def campaign_results(db: Database, program: Program, as_of: datetime) -> dict[st
     found = {
         campaign_id: (int(members), int(events), int(points))
         for campaign_id, members, events, points in db.query(SELECT_CAMPAIGNS, (iso(as_of),))
+    }
+    at = iso(as_of)
+    spent = {
+        campaign_id: int(cents)
+        for campaign_id, cents in db.query(SELECT_CAMPAIGN_SPEND, (at, at))
     }
     defined = {c.id: c for c in program.campaigns}
     results = []
@@ -214,6 +263,7 @@ def campaign_results(db: Database, program: Program, as_of: datetime) -> dict[st
                 "members_reached": members,
                 "events_rewarded": events,
                 "points_issued": points,
+                "net_spend": amount(spent.get(campaign_id, 0)),
             }
         )
     return {"as_of": iso(as_of), "campaigns": results}

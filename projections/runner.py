@@ -25,7 +25,7 @@ from queue import Full, Queue
 from projections.base import Projection, iso
 from projections.events import Event, decode
 from services.faults import Fault, backoff, fault_of
-from services.store.database import Database
+from services.store.database import Cursor, Database
 from services.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,20 @@ class ProjectionRunner:
             for projection in self.projections:
                 for statement in (*projection.create_statements, *projection.index_statements):
                     cur.execute(statement)
+            self._make_views(cur)
 
     def close(self) -> None:
         """Stops the writer threads and closes every connection the runner opened."""
         self._pool.shutdown(wait=True)
         for database in (self._db, *self._writers.values()):
             database.close()
+
+    def _disconnect(self) -> None:
+        for database in (self._db, *self._writers.values()):
+            try:
+                database.close()
+            except Exception as exc:  # closing what already broke: nothing left to save
+                log.debug("closing a connection failed: %s", exc)
 
     def positions(self) -> dict[str, int]:
         rows = {name: int(position) for name, position in self._db.query(SELECT_POSITIONS)}
@@ -115,6 +123,7 @@ class ProjectionRunner:
         fraction of keeping it up row by row), and so does `setup` in any process that
         starts meanwhile."""
         with self._db.transaction() as cur:
+            self._drop_views(cur)
             for projection in self.projections:
                 # Under the projection's lock, and back in the same transaction: a
                 # projector following meanwhile waits, then finds its position gone and
@@ -125,7 +134,21 @@ class ProjectionRunner:
                 cur.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
                 for statement in projection.create_statements:
                     cur.execute(statement)
+            self._make_views(cur)
         self._indexes_due = True
+
+    def _views(self) -> list[tuple[str, str]]:
+        return [(name, sql) for p in self.projections for name, sql in p.views.items()]
+
+    def _drop_views(self, cur: Cursor) -> None:
+        for name, _ in reversed(self._views()):  # a view may stand on the ones before it
+            cur.execute(f"DROP VIEW IF EXISTS {name}")
+
+    def _make_views(self, cur: Cursor) -> None:
+        # Made anew at every start: a view's definition follows the code that reads it.
+        self._drop_views(cur)
+        for name, sql in self._views():
+            cur.execute(f"CREATE VIEW {name} AS {sql}")
 
     def catch_up(
         self, progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -165,6 +188,9 @@ class ProjectionRunner:
                 attempt += 1
                 delay = backoff(attempt)
                 log.error("projections paused (%s); retrying in %.1fs", exc, delay)
+                # Every thread holds a connection of each database: a server that went
+                # away leaves them all dead, and each would fail one more round.
+                self._disconnect()
                 _sleep_unless(should_stop, delay)
                 continue
             if read == 0:

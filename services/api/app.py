@@ -14,8 +14,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from projections import analytics
 from projections.base import iso
-from projections.metrics import campaign_results, churn_metrics, liability, tier_metrics
+from projections.metrics import (
+    campaign_results,
+    churn_metrics,
+    liability,
+    liability_history,
+    tier_metrics,
+)
 from projections.runner import ProjectionRunner
 from services.bootstrap import Context
 from services.domain.member import Member
@@ -249,6 +256,71 @@ async def get_campaigns(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(campaign_results, db, program, as_of))
 
 
+async def get_liability_history(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    months = _integer(request, "months", 12, 1, 36)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(liability_history, db, program, as_of, months))
+
+
+async def get_cohorts(request: web.Request) -> web.Response:
+    """Retention by cohort: `?by=purchase` (the month of the first purchase, the default)
+    or `enrolment`; `?months=N` cohorts (1-36, default 12) up to `as_of`'s month."""
+    as_of = _as_of(request)
+    months = _integer(request, "months", 12, 1, 36)
+    by = request.query.get("by", "purchase")
+    if by not in ("purchase", "enrolment"):
+        raise _bad_request(f"by must be purchase or enrolment, not {_shown(by)}")
+    db = request.app[DATABASE]
+    return web.json_response(await asyncio.to_thread(analytics.cohorts, db, as_of, months, by))
+
+
+async def get_value(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(await asyncio.to_thread(analytics.value, db, program, as_of))
+
+
+def _after(request: web.Request) -> str:
+    """`?after=member_id`: a page starts after it (member ids are 1-64 characters)."""
+    after = request.query.get("after", "")
+    if len(after) > 64:
+        raise _bad_request(f"after must be a member id (1-64 characters), not {_shown(after)}")
+    return after
+
+
+async def get_customers(request: web.Request) -> web.Response:
+    """Each member's value (orders, net spend, average order value, first and last
+    purchase), by member id: `?limit=N` (1-1000, default 100), `?after=member_id`."""
+    as_of = _as_of(request)
+    limit = _integer(request, "limit", 100, 1, 1000)
+    after = _after(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(
+        await asyncio.to_thread(analytics.customers, db, program, as_of, after, limit)
+    )
+
+
+async def get_segments(request: web.Request) -> web.Response:
+    as_of = _as_of(request)
+    return web.json_response(
+        await asyncio.to_thread(analytics.segments, request.app[DATABASE], as_of)
+    )
+
+
+async def get_segment_members(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in analytics.SEGMENTS:
+        return _error(404, f"no segment {_shown(name)}: one of {', '.join(analytics.SEGMENTS)}")
+    as_of = _as_of(request)
+    limit = _integer(request, "limit", 100, 1, 1000)
+    after = _after(request)
+    db, program = request.app[DATABASE], request.app[CONTEXT].program
+    return web.json_response(
+        await asyncio.to_thread(analytics.segment_members, db, program, as_of, name, after, limit)
+    )
+
+
 async def get_status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     positions = await asyncio.to_thread(request.app[RUNNER].positions)
@@ -310,6 +382,12 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/metrics/churn", get_churn)
     app.router.add_get("/metrics/liability", get_liability)
     app.router.add_get("/metrics/campaigns", get_campaigns)
+    app.router.add_get("/metrics/liability/history", get_liability_history)
+    app.router.add_get("/metrics/cohorts", get_cohorts)
+    app.router.add_get("/metrics/value", get_value)
+    app.router.add_get("/customers", get_customers)
+    app.router.add_get("/segments", get_segments)
+    app.router.add_get("/segments/{name}/members", get_segment_members)
     app.router.add_get("/status", get_status)
     app.on_cleanup.append(_close)
     return app

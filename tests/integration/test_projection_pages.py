@@ -139,7 +139,8 @@ def test_a_projection_behind_the_others_catches_up_alone(database_url: str) -> N
     # says), while the others stand at the log's end.
     db = context.database()
     with db.transaction() as cur:
-        cur.execute("DROP TABLE point_lots")
+        for table in ("point_lots", "lot_movements", "pending_moves"):
+            cur.execute(f"DROP TABLE {table}")
         cur.execute("DELETE FROM projection_positions WHERE name = 'lots'")
     runner = context.projection_runner()
     runner.page = 100
