@@ -174,8 +174,10 @@ def liability_history(
     """The liability at the end of each of the last `months` months up to `as_of` (the
     current month's figure as of `as_of` itself)."""
     rows = []
-    for month in months_before(as_of, months):
-        at = month.end if month.end >= as_of else month.end - timedelta(seconds=1)
+    chosen = months_before(as_of, months)
+    for month in chosen:
+        # A month's last second; for the month as_of falls in, as_of itself.
+        at = as_of if month is chosen[-1] else month.end - timedelta(seconds=1)
         figures = liability(db, program, at)
         rows.append(
             {
