@@ -45,6 +45,13 @@ class LedgerEntriesProjection(Projection):
         "points BIGINT NOT NULL, balance BIGINT NOT NULL, event_id TEXT, detail TEXT, "
         "pending BIGINT NOT NULL, PRIMARY KEY (aggregate_id, version))",
     )
+    index_statements: ClassVar[tuple[str, ...]] = (
+        # Breakage: the expiries and redemptions of a year, not every entry.
+        "CREATE INDEX IF NOT EXISTS ledger_entries_kind_at ON ledger_entries (kind, at)",
+        # Debts: the few members whose balance ever went below zero.
+        "CREATE INDEX IF NOT EXISTS ledger_entries_debt ON ledger_entries (aggregate_id) "
+        "WHERE balance < 0",
+    )
 
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         cur.insert(TABLE, COLUMNS, entries(events))

@@ -46,7 +46,7 @@ class LotsProjection(Projection):
     )
     index_statements: ClassVar[tuple[str, ...]] = (
         "CREATE INDEX IF NOT EXISTS point_lots_date ON point_lots (lot_date)",
-        "CREATE INDEX IF NOT EXISTS lot_movements_lot_date ON lot_movements (lot_date)",
+        "CREATE INDEX IF NOT EXISTS lot_movements_lot_date ON lot_movements (lot_date, at)",
     )
 
     def __init__(self) -> None:
@@ -60,11 +60,14 @@ class LotsProjection(Projection):
         cache.begin(since)
         lots = cache.rows
         moves = _moves(events)
+        # A take dated before the lot it took from (events arriving out of date order)
+        # counts from the lot's date: no lot ever sums below zero as of any instant, so the
+        # liability as of T is one filtered sum, not a sum per lot.
         cur.insert(
             MOVEMENTS,
             MOVEMENT_COLUMNS,
             [
-                (key, version, seq, at, date, points)
+                (key, version, seq, max(at, date), date, points)
                 for (key, date), points, _, version, seq, at in moves
             ],
         )

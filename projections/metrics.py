@@ -28,17 +28,19 @@ SELECT_MEMBERS = "SELECT COUNT(*) FROM member_balances"
 # The lots as they stood at T: every movement of each lot up to T, the lots not yet
 # expired at T (dated after T - lifetime); then what of them falls due within 30 and 90 days.
 SELECT_LOTS_AS_OF = (
-    "SELECT COALESCE(SUM(held), 0), "
-    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN held ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN held ELSE 0 END), 0) "
-    "FROM (SELECT lot_date, SUM(points) AS held FROM lot_movements "
-    "WHERE at <= ? AND lot_date > ? GROUP BY aggregate_id, lot_date) AS lots WHERE held > 0"
+    "SELECT COALESCE(SUM(points), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN lot_date <= ? THEN points ELSE 0 END), 0) "
+    "FROM lot_movements WHERE at <= ? AND lot_date > ?"
 )
 # Each member's balance after its latest entry dated at or before T: below zero, a debt.
+# Only members whose balance ever went below zero can owe (ledger_entries_debt).
 SELECT_OWED_AS_OF = (
     "SELECT COALESCE(SUM(-balance), 0) FROM (SELECT balance, ROW_NUMBER() OVER "
     "(PARTITION BY aggregate_id ORDER BY version DESC) AS latest FROM ledger_entries "
-    "WHERE at <= ?) AS last WHERE latest = 1 AND balance < 0"
+    "WHERE at <= ? AND aggregate_id IN "
+    "(SELECT aggregate_id FROM ledger_entries WHERE balance < 0)) AS last "
+    "WHERE latest = 1 AND balance < 0"
 )
 # Each order's points still pending at T: held at its purchase, less refunds up to T, when
 # its release time is after T.
@@ -248,8 +250,7 @@ def campaign_results(db: Database, program: Program, as_of: datetime) -> dict[st
     }
     at = iso(as_of)
     spent = {
-        campaign_id: int(cents)
-        for campaign_id, cents in db.query(SELECT_CAMPAIGN_SPEND, (at, at))
+        campaign_id: int(cents) for campaign_id, cents in db.query(SELECT_CAMPAIGN_SPEND, (at, at))
     }
     defined = {c.id: c for c in program.campaigns}
     results = []

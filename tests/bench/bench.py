@@ -321,6 +321,50 @@ def measure_as_of(settings: Settings) -> dict[str, float]:
     return {"as_of_median_ms": round(median, 1), "as_of_p95_ms": round(p95, 1)}
 
 
+ANALYTICS = (
+    "/metrics/tiers",
+    "/metrics/churn?months=12",
+    "/metrics/liability",
+    "/metrics/liability/history?months=12",
+    "/metrics/value",
+    "/metrics/cohorts?months=12",
+    "/segments",
+    "/segments/champions/members?limit=100",
+    "/customers?limit=100",
+    "/metrics/campaigns",
+)
+
+
+def measure_analytics(settings: Settings) -> dict[str, float]:
+    """Each analytics endpoint over the bench's read models, through HTTP: seconds, the
+    best of two (the first warms the server's caches)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.api.app import create_app
+
+    context = build(settings)
+
+    async def timed() -> dict[str, float]:
+        app = create_app(context, context.database(), context.projection_runner())
+        took: dict[str, float] = {}
+        async with TestClient(TestServer(app)) as client:
+            for path in ANALYTICS:
+                best = float("inf")
+                for _ in range(2):
+                    began = time.perf_counter()
+                    response = await client.get(path)
+                    await response.read()
+                    assert response.status == 200, (path, await response.text())
+                    best = min(best, time.perf_counter() - began)
+                took[path] = round(best, 3)
+        return took
+
+    took = asyncio.run(timed())
+    for path, seconds in took.items():
+        log(f"analytics: {path} {seconds * 1000:,.0f} ms")
+    return took
+
+
 def summarise_profile(path: Path, top: int = 25) -> str:
     """Self and total time per function from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
@@ -420,6 +464,8 @@ def main() -> int:
         log(f"projections {projections:,.0f} events/s over {stored:,} stored events; replay")
         settle(settings.database_url)
         replay = measure_replay(replace(settings))
+        queries = measure_analytics(settings)
+        heaviest = max(queries, key=queries.__getitem__)
         as_of = measure_as_of(replace(settings, database_url=new_database(services)))
         figures = {
             "events": len(lines),
@@ -432,6 +478,9 @@ def main() -> int:
             "worker_peak_rss_mb": round(rss),
             "worker_cpu_share": round(busy, 2),
             **as_of,
+            "analytics_seconds": queries,
+            "heaviest_query": heaviest,
+            "heaviest_query_seconds": queries[heaviest],
             "at": datetime.now(UTC).isoformat(),
         }
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -446,7 +495,8 @@ def main() -> int:
             f"{figures['projections_events_per_s']} events/s, replay "
             f"{figures['replay_events_per_s']} events/s, "
             f"worker rss {figures['worker_peak_rss_mb']} MB, "
-            f"as-of {figures['as_of_median_ms']} ms (p95 {figures['as_of_p95_ms']} ms)"
+            f"as-of {figures['as_of_median_ms']} ms (p95 {figures['as_of_p95_ms']} ms), "
+            f"heaviest query {heaviest} {queries[heaviest]} s"
         )
         return 0
     finally:
