@@ -52,6 +52,14 @@
     return Number.isNaN(d.getTime()) ? DASH : dayName.format(d);
   }
 
+  // A campaign runs up to its `ends`, excluded: its last day is the one before a midnight end.
+  function lastSecond(instant) {
+    const d = new Date(instant);
+    return instant && !Number.isNaN(d.getTime())
+      ? new Date(d.getTime() - 1000).toISOString()
+      : null;
+  }
+
   const humanize = (name) => {
     const text = String(name).replaceAll("_", " ");
     return text.charAt(0).toUpperCase() + text.slice(1);
@@ -95,7 +103,11 @@
 
   // ---- charts ----
 
+  // Level labels, every other one left out where they do not fit: slanted ones sit off
+  // their bars.
   const monthTicks = {
+    maxRotation: 0,
+    autoSkipPadding: 8,
     callback(value) {
       return fmtMonth(this.getLabelForValue(value));
     },
@@ -603,7 +615,7 @@
                 {},
                 el("td", {}, String(c.id ?? DASH)),
                 el("td", {}, c.applies_to ? humanize(c.applies_to) : DASH),
-                el("td", {}, `${fmtDay(c.starts)} – ${fmtDay(c.ends)}`),
+                el("td", {}, `${fmtDay(c.starts)} – ${fmtDay(lastSecond(c.ends))}`),
                 el("td", {}, fmtInt(c.members_reached)),
                 el("td", {}, fmtInt(c.events_rewarded)),
                 el("td", {}, fmtInt(c.points_issued)),
