@@ -24,6 +24,7 @@ from queue import Full, Queue
 
 from projections.base import Projection, iso
 from projections.events import Event, decode
+from services import telemetry
 from services.faults import Fault, backoff, fault_of
 from services.store.database import Cursor, Database
 from services.store.ledger import Ledger
@@ -175,6 +176,7 @@ class ProjectionRunner:
         failed is rolled back with its position, and read again once the store is back."""
         attempt = 0
         ready = False
+        measured = 0.0
         while not should_stop():
             try:
                 if not ready:
@@ -182,10 +184,14 @@ class ProjectionRunner:
                     ready = True
                 read = self.catch_up(should_stop=should_stop)
                 attempt = 0
+                if time.monotonic() - measured >= 1.0:
+                    measured = time.monotonic()
+                    telemetry.positions(self._ledger.last_position(), self.positions())
             except Exception as exc:
                 if fault_of(exc) is not Fault.OUTAGE:
                     raise
                 attempt += 1
+                telemetry.OUTAGE_RETRIES.labels("projector", "projections").inc()
                 delay = backoff(attempt)
                 log.error("projections paused (%s); retrying in %.1fs", exc, delay)
                 # Every thread holds a connection of each database: a server that went

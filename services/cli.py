@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from services import telemetry
 from services.bootstrap import Context, build
 from services.errors import OperatorError
 from services.faults import Fault, backoff, fault_of, operator_error
@@ -158,6 +159,7 @@ def _worker(context: Context, args: argparse.Namespace) -> int:
     from services.ingest.worker import run_worker
 
     sys.argv = [sys.argv[0], "worker"]
+    telemetry.serve("worker", context.settings.metrics_port, context.settings.api_host)
     run_worker(context)
     return 0
 
@@ -234,6 +236,7 @@ def _status(context: Context, args: argparse.Namespace) -> int:
 
 
 def _projector(context: Context, args: argparse.Namespace) -> int:
+    telemetry.serve("projector", context.settings.metrics_port, context.settings.api_host)
     asyncio.run(_follow_the_store(context))
     return 0
 
@@ -264,9 +267,23 @@ def _api(context: Context, args: argparse.Namespace) -> int:
 
     from services.api.app import create_app
 
+    settings = context.settings
+    host = settings.api_host
+    if settings.api_token is None and host not in ("127.0.0.1", "localhost"):
+        # Read models name members and their spending: without a token, only this host.
+        logging.getLogger("loyalty.api").warning(
+            "no LOYALTY_API_TOKEN: serving on 127.0.0.1 only, not %s", host
+        )
+        host = "127.0.0.1"
+    elif settings.api_token is None:
+        logging.getLogger("loyalty.api").info(
+            "no LOYALTY_API_TOKEN: serving on 127.0.0.1 only; set one to serve other hosts"
+        )
+    telemetry.serve("api", settings.metrics_port, host)
     runner = context.projection_runner()
     app = create_app(context, context.database(), runner)
-    web.run_app(app, host=context.settings.api_host, port=context.settings.api_port, print=None)
+    logging.getLogger("loyalty.api").info("serving http://%s:%d", host, settings.api_port)
+    web.run_app(app, host=host, port=settings.api_port, print=None)
     return 0
 
 

@@ -78,6 +78,12 @@ class Settings:
     program_path: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # A bearer token every API request but /health and /ready must carry; without one
+    # the API serves 127.0.0.1 only.
+    api_token: str | None = field(default=None, repr=False)
+    # Events a projection may be behind the store while /ready still says ready.
+    ready_max_behind: int = 10_000
+    metrics_port: str | None = None  # LOYALTY_METRICS_PORT: a port, or off (telemetry.py)
     daily_sweep: bool = True
     consumer_group: str = "loyalty-ledger"
     batch_max_messages: int = 5000
@@ -104,6 +110,9 @@ class Settings:
             program_path=Path(program) if program else None,
             api_host=env.get("LOYALTY_API_HOST", cls.api_host),
             api_port=int(env.get("LOYALTY_API_PORT", str(cls.api_port))),
+            api_token=env.get("LOYALTY_API_TOKEN") or None,
+            ready_max_behind=int(env.get("LOYALTY_READY_MAX_BEHIND", str(cls.ready_max_behind))),
+            metrics_port=env.get("LOYALTY_METRICS_PORT"),
             daily_sweep=sweep == "on",
             consumer_group=env.get("LOYALTY_CONSUMER_GROUP", cls.consumer_group),
             batch_max_messages=int(env.get("LOYALTY_BATCH_MAX", str(cls.batch_max_messages))),

@@ -5,8 +5,10 @@ Handlers only read."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,8 @@ from projections.metrics import (
     tier_metrics,
 )
 from projections.runner import ProjectionRunner
+from services import telemetry
+from services.api.dashboard import add_dashboard
 from services.bootstrap import Context
 from services.domain.member import Member
 from services.faults import Fault, fault_of
@@ -351,12 +355,64 @@ async def unavailable_during_outages(
         )
 
 
+# What anyone may ask without the token, and what no rebuild holds up: orchestrators'
+# probes, the API's description, the dashboard's page (its data comes from the others).
+PUBLIC = frozenset({"/health", "/ready", "/openapi.json", "/"})
+UNGATED = PUBLIC | {"/status"}
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC or path.startswith("/static/")
+
+
+@web.middleware
+async def measured(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Requests and their latency by route: the route's pattern, never the member ids."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    began = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        telemetry.API_REQUESTS.labels(route, str(status)).inc()
+        telemetry.API_SECONDS.labels(route).observe(time.perf_counter() - began)
+
+
+@web.middleware
+async def authorized(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With LOYALTY_API_TOKEN set, every request but the public ones carries it."""
+    token = request.app[CONTEXT].settings.api_token
+    if token is None or _public(request.path):
+        return await handler(request)
+    given = request.headers.get("Authorization", "")
+    scheme, _, credentials = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        credentials.strip().encode(), token.encode()
+    ):
+        return web.json_response(
+            {"error": "this API needs a bearer token: Authorization: Bearer <LOYALTY_API_TOKEN>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="loyalty"'},
+        )
+    return await handler(request)
+
+
 @web.middleware
 async def refuse_while_rebuilding(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Half-rebuilt read models would mislead: say so instead (`loyalty replay projections`)."""
-    if request.path != "/status":
+    if request.path not in UNGATED and not request.path.startswith("/static/"):
         runner = request.app[RUNNER]
         if await asyncio.to_thread(runner.rebuilding):
             store = await asyncio.to_thread(request.app[CONTEXT].ledger.last_position)
@@ -370,8 +426,44 @@ async def refuse_while_rebuilding(
     return await handler(request)
 
 
+async def get_health(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Nothing else is asked: a store outage is waited
+    out, and restarting the API would not end it."""
+    return web.json_response({"status": "ok"})
+
+
+async def get_ready(request: web.Request) -> web.Response:
+    """Readiness: the store answers, no rebuild runs, and every projection is within
+    LOYALTY_READY_MAX_BEHIND events of the store."""
+    context, runner = request.app[CONTEXT], request.app[RUNNER]
+    bound = context.settings.ready_max_behind
+    reasons = []
+    behind: dict[str, int] = {}
+    try:
+        store = await asyncio.to_thread(context.ledger.last_position)
+        positions = await asyncio.to_thread(runner.positions)
+        if await asyncio.to_thread(runner.rebuilding):
+            reasons.append("read models are being rebuilt")
+    except Exception as exc:
+        if fault_of(exc) is not Fault.OUTAGE:
+            raise
+        return web.json_response(
+            {"ready": False, "reasons": [f"the store is unavailable: {exc}"]}, status=503
+        )
+    behind = {name: max(store - position, 0) for name, position in positions.items()}
+    reasons += [
+        f"projection {n} is {b} events behind (more than {bound})"
+        for n, b in behind.items()
+        if b > bound
+    ]
+    body = {"ready": not reasons, "store_position": store, "behind": behind, "reasons": reasons}
+    return web.json_response(body, status=200 if not reasons else 503)
+
+
 def create_app(context: Context, database: Database, runner: ProjectionRunner) -> web.Application:
-    app = web.Application(middlewares=[unavailable_during_outages, refuse_while_rebuilding])
+    app = web.Application(
+        middlewares=[measured, authorized, unavailable_during_outages, refuse_while_rebuilding]
+    )
     app[CONTEXT] = context
     app[DATABASE] = database
     app[RUNNER] = runner
@@ -389,6 +481,9 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/segments", get_segments)
     app.router.add_get("/segments/{name}/members", get_segment_members)
     app.router.add_get("/status", get_status)
+    app.router.add_get("/health", get_health)
+    app.router.add_get("/ready", get_ready)
+    add_dashboard(app)
     app.on_cleanup.append(_close)
     return app
 

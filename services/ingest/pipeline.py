@@ -33,6 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from services import telemetry
 from services.faults import Fault, backoff, fault_of, operator_error
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.ingest.service import BatchReport, IngestService, Prepared
@@ -83,6 +84,8 @@ class WritePath:
     async def take(self, messages: list[InputMessage]) -> None:
         """Steps 1-6 for the next batch; an empty one only settles the batch in flight."""
         decoding = self._service.decode(messages)  # 1
+        if messages:
+            telemetry.INGEST_BATCH.observe(len(messages))
         prepared = await self._decide_ahead(decoding) if messages else None  # 2
         stored = await self._settle()  # 3, 4
         if not messages:
@@ -120,9 +123,10 @@ class WritePath:
     async def _write(self, batch: Writing) -> BatchReport | None:
         """Step 5's background task: dead letters, then the store; None if either failed."""
         try:
-            await self._publish(batch.decoding[1])
+            await self._publish_counted(batch.decoding[1])
             batch.letters_sent = True
-            return await asyncio.to_thread(self._service.write, batch.prepared)
+            with telemetry.INGEST_WRITE.time():
+                return await asyncio.to_thread(self._service.write, batch.prepared)
         except Exception as exc:
             self._service.members.invalidate()
             log.warning("writing a batch failed (%s); taking it again on its own", _say(exc))
@@ -150,7 +154,9 @@ class WritePath:
         crash in between publishes one again (readers dedupe on its source.* headers),
         but none is ever lost."""
         if not letters_sent:
-            await self._until_done(lambda: self._publish(decoding[1]), "publishing dead letters")
+            await self._until_done(
+                lambda: self._publish_counted(decoding[1]), "publishing dead letters"
+            )
         await self._until_done(lambda: self._narrow(messages, decoding), "storing a batch")
         self._on_stored(messages)
 
@@ -167,6 +173,7 @@ class WritePath:
                 if fault is Fault.MESSAGE:
                     raise  # not a message's: _narrow deals with those; this is a bug
                 attempt += 1
+                telemetry.OUTAGE_RETRIES.labels("worker", doing).inc()
                 delay = backoff(attempt)
                 log.error(
                     "%s: store or broker unavailable (%s); retrying in %.1fs",
@@ -181,14 +188,15 @@ class WritePath:
         halving until the one message that causes it is dead-lettered with the reason."""
         decoded, dead = decoding
         try:
-            report = await asyncio.to_thread(self._service.commit, decoded, dead)
+            with telemetry.INGEST_WRITE.time():
+                report = await asyncio.to_thread(self._service.commit, decoded, dead)
         except Exception as exc:
             if fault_of(exc) is not Fault.MESSAGE:
                 raise
             if len(messages) == 1:
                 log.exception("message %s failed; dead-lettering it", messages[0][:3])
                 letter = DeadLetter(messages[0], f"processing failed: {_say(exc)}")
-                await self._publish([letter])
+                await self._publish_counted([letter])
                 report = await asyncio.to_thread(self._service.commit, [], [letter])
             else:
                 middle = len(messages) // 2
@@ -200,6 +208,13 @@ class WritePath:
     def _count(self, report: BatchReport) -> None:
         for outcome, n in report.outcomes.items():
             self.totals[outcome.value] = self.totals.get(outcome.value, 0) + n
+        for (topic, counted), n in report.by_topic.items():
+            telemetry.INGEST_MESSAGES.labels(topic, counted).inc(n)
+
+    async def _publish_counted(self, letters: Sequence[DeadLetter]) -> None:
+        await self._publish(letters)
+        for letter in letters:
+            telemetry.DEAD_LETTERS.labels(letter.message.topic).inc()
 
 
 def _within(decoding: Decoding, messages: list[InputMessage]) -> Decoding:

@@ -73,6 +73,7 @@ class StoreContention(Contention):
 class BatchReport:
     outcomes: dict[MessageOutcome, int] = field(default_factory=dict)
     skipped: int = 0  # messages already taken in by the store (a redelivery after a crash)
+    by_topic: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, outcome) -> n
 
 
 @dataclass
@@ -93,11 +94,15 @@ class Prepared:
         return {receipt.event_id for receipt in self.checkpoint.receipts}
 
     def report(self) -> BatchReport:
-        report = BatchReport(skipped=self.skipped)
-        for (_, outcome), n in self.checkpoint.counts.items():
-            key = MessageOutcome(outcome)
-            report.outcomes[key] = report.outcomes.get(key, 0) + n
-        return report
+        return report_of(self.checkpoint, self.skipped)
+
+
+def report_of(checkpoint: Checkpoint, skipped: int = 0) -> BatchReport:
+    report = BatchReport(skipped=skipped, by_topic=dict(checkpoint.counts))
+    for (_, outcome), n in checkpoint.counts.items():
+        key = MessageOutcome(outcome)
+        report.outcomes[key] = report.outcomes.get(key, 0) + n
+    return report
 
 
 def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:

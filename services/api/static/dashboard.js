@@ -750,12 +750,30 @@
 
   // ---- loading ----
 
-  async function getJson(path, params, signal) {
+  // An API started with LOYALTY_API_TOKEN answers 401 without it: asked for once per tab
+  // (every card's request waits for the same answer), kept for the tab's life only.
+  const TOKEN_KEY = "loyalty-api-token";
+  let asking = null;
+
+  function askForToken() {
+    asking ??= Promise.resolve().then(() => {
+      const given = window.prompt("This API needs its token (LOYALTY_API_TOKEN):");
+      if (given && given.trim()) sessionStorage.setItem(TOKEN_KEY, given.trim());
+      asking = null;
+      return Boolean(given && given.trim());
+    });
+    return asking;
+  }
+
+  async function getJson(path, params, signal, retried = false) {
     const url = new URL(path, window.location.origin);
     for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
-      response = await fetch(url, { headers: { Accept: "application/json" }, signal });
+      response = await fetch(url, { headers, signal });
     } catch (error) {
       if (error.name === "AbortError") throw error;
       throw new Error(`GET ${path}: no answer from the API (${error.message})`);
@@ -765,6 +783,9 @@
       body = await response.json();
     } catch {
       // Not JSON: the status line below says what went wrong.
+    }
+    if (response.status === 401 && !retried && (await askForToken())) {
+      return getJson(path, params, signal, true);
     }
     if (!response.ok) {
       const why = body && typeof body.error === "string" ? body.error : response.statusText;
