@@ -27,6 +27,7 @@ from projections.metrics import (
 )
 from projections.runner import ProjectionRunner
 from services import telemetry
+from services.api import openapi
 from services.api.dashboard import add_dashboard
 from services.bootstrap import Context
 from services.domain.member import Member
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # Instants as the read models write them (projections.base.iso): UTC, "Z", to the second.
 INSTANTS_AS_TEXT = orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
+
+OPENAPI = orjson.dumps(openapi.document())
 
 CONTEXT = web.AppKey("context", Context)
 DATABASE = web.AppKey("database", Database)
@@ -426,6 +429,10 @@ async def refuse_while_rebuilding(
     return await handler(request)
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 async def get_health(request: web.Request) -> web.Response:
     """Liveness: the process answers. Nothing else is asked: a store outage is waited
     out, and restarting the API would not end it."""
@@ -483,6 +490,7 @@ def create_app(context: Context, database: Database, runner: ProjectionRunner) -
     app.router.add_get("/status", get_status)
     app.router.add_get("/health", get_health)
     app.router.add_get("/ready", get_ready)
+    app.router.add_get("/openapi.json", get_openapi)
     add_dashboard(app)
     app.on_cleanup.append(_close)
     return app
