@@ -28,10 +28,12 @@ chaos: $(STAMP)
 	LOYALTY_CHAOS_KILLS=100 $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider \
 		tests/e2e/test_crash_and_rebalance.py -k "killed or sigkill"
 
-## make bench [EVENTS=1000000]: throughput of ingest, the pipe baseline, projections, replay
+## make bench [EVENTS=1000000] [WORKERS=2]: throughput of ingest, the pipe baseline,
+## projections, replay, as-of answers and analytics queries
 EVENTS ?= 200000
+WORKERS ?= 1
 bench: $(STAMP)
-	$(VENV)/bin/python -m tests.bench.bench --events $(EVENTS)
+	$(VENV)/bin/python -m tests.bench.bench --events $(EVENTS) --workers $(WORKERS)
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -92,24 +92,39 @@ def settle(database_url: str) -> None:
         log("no privilege to CHECKPOINT: phases may pay for the writes of the one before")
 
 
-def measure_ingest(
-    settings: Settings, total: int, timeline: list[tuple[float, int]], profile: bool = False
-) -> tuple[float, float, float]:
-    env = {
+def process_env(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "LOYALTY_DATABASE_URL": settings.database_url,
         "LOYALTY_CONSUMER_GROUP": settings.consumer_group,
         "LOYALTY_DAILY_SWEEP": "off",
+        "LOYALTY_METRICS_PORT": "off",
         **settings.topics.env(),
     }
+
+
+def measure_ingest(
+    settings: Settings,
+    total: int,
+    timeline: list[tuple[float, int]],
+    profile: bool = False,
+    workers: int = 1,
+) -> tuple[float, float, float]:
+    """Events/s from the first commit to the last, the workers' peak RSS (the largest), and
+    their CPU share (the mean): `workers` processes in one consumer group."""
+    env = process_env(settings)
     ledger = build(settings).ledger
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "worker"],
-        env=env,
-        stdout=(RESULTS / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker"],
+            env=env,
+            stdout=(RESULTS / f"worker-{n}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(workers)
+    ]
+    worker = processes[0]
     # py-spy samples the worker from outside: the figures stay the worker's own.
     sampler = (
         subprocess.Popen(
@@ -129,26 +144,30 @@ def measure_ingest(
         while True:
             done = sum(ledger.message_counts().values())
             now = time.monotonic()
-            rss = max(rss, peak_rss_mb(worker.pid))
+            rss = max([rss, *(peak_rss_mb(p.pid) for p in processes)])
             if done and first is None:
                 first, first_done = now, done
-                first_cpu = cpu_seconds(worker.pid)
+                first_cpu = sum(cpu_seconds(p.pid) for p in processes)
             if first is not None:
                 timeline.append((now - first, done))
             if done >= total and first is not None:
                 last = now
-                busy = (cpu_seconds(worker.pid) - first_cpu) / max(now - first, 1e-6)
-                log(f"ingest: the worker was on a CPU {busy:.0%} of the time")
+                used = sum(cpu_seconds(p.pid) for p in processes) - first_cpu
+                busy = used / max(now - first, 1e-6) / workers
+                log(f"ingest: each worker was on a CPU {busy:.0%} of the time")
                 break
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with {worker.returncode}; see worker.log")
+            for p in processes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {p.returncode}; see its log")
             time.sleep(0.1)
     finally:
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
-        worker.terminate()
-        worker.wait(timeout=30)
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(timeout=30)
     assert first is not None and last is not None
     # From the first commit seen to the last: the messages of that first commit are
     # not counted, as their time is not either.
@@ -220,6 +239,39 @@ def measure_projections(settings: Settings) -> tuple[float, int]:
     started = time.monotonic()
     runner.catch_up()  # every projection from the first event: stored events each
     return stored / (time.monotonic() - started), stored
+
+
+def measure_projectors(settings: Settings, projectors: int) -> tuple[float, int]:
+    """Catch-up from an empty read side by `projectors` processes of `loyalty projector`
+    (they share the work by the projections' locks): stored events/s."""
+    context = build(settings)
+    runner = context.projection_runner()
+    runner.reset()
+    stored = context.ledger.last_position()
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "projector"],
+            env=process_env(settings),
+            stdout=(RESULTS / f"projector-{n}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(projectors)
+    ]
+    try:
+        while min(runner.positions().values()) < stored:
+            for p in processes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a projector exited with {p.returncode}; see its log")
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(timeout=30)
+        runner.close()
+    return stored / elapsed, stored
 
 
 def measure_replay(settings: Settings) -> float:
@@ -426,6 +478,12 @@ def main() -> int:
     parser.add_argument(
         "--as-of-only", action="store_true", help="only the as-of figure (a 10,000-event member)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (one consumer group), and as many projector processes",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     services = start_services()
@@ -449,7 +507,9 @@ def main() -> int:
         timeline: list[tuple[float, int]] = []
         log("ingest: the loyalty worker, Kafka to committed domain events")
         settle(settings.database_url)
-        ingest, rss, busy = measure_ingest(settings, len(lines), timeline, args.profile)
+        ingest, rss, busy = measure_ingest(
+            settings, len(lines), timeline, args.profile, args.workers
+        )
         log(f"ingest {ingest:,.0f} events/s, worker peak rss {rss:,.0f} MB")
         if args.profile:
             print(summarise_profile(RESULTS / "ingest-profile.txt"), file=sys.stderr)
@@ -460,7 +520,11 @@ def main() -> int:
         pipe = asyncio.run(measure_pipe(settings, new_database(services), len(lines)))
         log(f"pipe {pipe:,.0f} events/s; projections")
         settle(settings.database_url)
-        projections, stored = measure_projections(settings)
+        projections, stored = (
+            measure_projections(settings)
+            if args.workers == 1
+            else measure_projectors(settings, args.workers)
+        )
         log(f"projections {projections:,.0f} events/s over {stored:,} stored events; replay")
         settle(settings.database_url)
         replay = measure_replay(replace(settings))
@@ -469,6 +533,7 @@ def main() -> int:
         as_of = measure_as_of(replace(settings, database_url=new_database(services)))
         figures = {
             "events": len(lines),
+            "workers": args.workers,
             "stored_events": stored,
             "ingest_events_per_s": round(ingest),
             "pipe_events_per_s": round(pipe),
