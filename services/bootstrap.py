@@ -42,6 +42,7 @@ class Context:
             service=self.ingest_service(),
             batch_max=settings.batch_max_messages,
             batch_seconds=settings.batch_max_seconds,
+            security=settings.kafka_security,
         )
 
     def projection_runner(self) -> ProjectionRunner:
@@ -62,6 +63,7 @@ class Context:
             bootstrap=self.settings.kafka_bootstrap,
             topic=self.settings.topics.member_events,
             leadership=leadership(self.settings.database_url, RELAY_TRACKING_NAME),
+            security=self.settings.kafka_security,
         )
 
 

@@ -16,6 +16,7 @@ import orjson
 
 from services import telemetry
 from services.bootstrap import Context, build
+from services.config import Settings
 from services.errors import OperatorError
 from services.faults import Fault, backoff, fault_of, operator_error
 from services.instants import parse_instant
@@ -125,28 +126,38 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> Settings:
+    """The settings of a command that opens no store (`build` says the others' bad ones)."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise OperatorError(str(exc)) from None
+
+
 def _publish(args: argparse.Namespace) -> int:
-    from services.config import Settings
     from services.publish import publish_file
 
-    settings = Settings.from_env()
-    report = publish_file(args.file, settings.kafka_bootstrap, settings.topics)
+    settings = _settings()
+    report = publish_file(
+        args.file, settings.kafka_bootstrap, settings.topics, settings.kafka_security
+    )
     print(f"publish: {report.sent} events sent, {report.unroutable} lines without a known type")
     return 0 if report.unroutable == 0 else 1
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from services.config import Settings
     from services.topics import check_dead_letter_room, ensure_topics, topic_configs
 
-    settings = Settings.from_env()
-    topics = settings.topics
+    settings = _settings()
+    topics, security = settings.topics, settings.kafka_security
 
     async def create() -> list[str]:
         created = await ensure_topics(
-            settings.kafka_bootstrap, topics, args.partitions, args.replication
+            settings.kafka_bootstrap, topics, args.partitions, args.replication, security=security
         )
-        await check_dead_letter_room(settings.kafka_bootstrap, topics.inputs, topics.dead_letters)
+        await check_dead_letter_room(
+            settings.kafka_bootstrap, topics.inputs, topics.dead_letters, security=security
+        )
         return created
 
     created = asyncio.run(create())
@@ -229,6 +240,7 @@ def _status(context: Context, args: argparse.Namespace) -> int:
             runner.positions(),
             context.settings.kafka_bootstrap,
             context.settings.topics.inputs,
+            context.settings.kafka_security,
         )
     )
     print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())

@@ -71,6 +71,118 @@ class Topics:
         return {f"LOYALTY_TOPIC_{s.upper()}": name for s, name in self.names.items()}
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of the ledger encrypts and authenticates (README, "Kafka
+    security"); services/kafka_clients.py turns it into aiokafka's and faust's options."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None  # None: the system's CAs
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"LOYALTY_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"not {self.protocol!r}"
+            )
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(
+                f"LOYALTY_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                f"not {self.sasl_mechanism!r}"
+            )
+        if self.sasl:
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(
+                    f"LOYALTY_KAFKA_SECURITY_PROTOCOL={self.protocol} needs "
+                    "LOYALTY_KAFKA_SASL_USERNAME and LOYALTY_KAFKA_SASL_PASSWORD (or "
+                    "LOYALTY_KAFKA_SASL_PASSWORD_FILE)"
+                )
+        elif self.sasl_username or self.sasl_password is not None:
+            # Credentials given to a client that would not send them: a protocol forgotten.
+            raise ValueError(
+                f"Kafka SASL credentials are set but LOYALTY_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.protocol}: set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        files = {
+            "LOYALTY_KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "LOYALTY_KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "LOYALTY_KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+        }
+        given = [name for name, path in files.items() if path]
+        if given and not self.ssl:
+            raise ValueError(
+                f"{', '.join(given)} set but LOYALTY_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.protocol}: set it to SSL or SASL_SSL"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("LOYALTY_KAFKA_SSL_KEYFILE needs LOYALTY_KAFKA_SSL_CERTFILE")
+        for name in given:
+            path = Path(files[name] or "")
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ValueError(f"{name}: cannot read {path}")
+
+    @property
+    def ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def __repr__(self) -> str:
+        shown = {
+            name: "***" if name == "sasl_password" and value is not None else value
+            for name, value in self.__dict__.items()
+        }
+        return f"KafkaSecurity({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
+        def get(name: str) -> str | None:
+            return env.get(f"LOYALTY_KAFKA_{name}", "").strip() or None
+
+        password = env.get("LOYALTY_KAFKA_SASL_PASSWORD") or None
+        password_file = get("SASL_PASSWORD_FILE")
+        if password is not None and password_file:
+            raise ValueError(
+                "set LOYALTY_KAFKA_SASL_PASSWORD or LOYALTY_KAFKA_SASL_PASSWORD_FILE, not both"
+            )
+        if password_file:
+            try:
+                # A mounted secret usually ends with a newline that is not the password's.
+                password = Path(password_file).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(
+                    f"LOYALTY_KAFKA_SASL_PASSWORD_FILE: cannot read {password_file}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        check = (get("SSL_CHECK_HOSTNAME") or "on").lower()
+        if check not in {"on", "off"}:
+            raise ValueError(
+                f"LOYALTY_KAFKA_SSL_CHECK_HOSTNAME must be 'on' or 'off', not {check!r}"
+            )
+        return cls(
+            protocol=(get("SECURITY_PROTOCOL") or cls.protocol).upper(),
+            sasl_mechanism=(get("SASL_MECHANISM") or cls.sasl_mechanism).upper(),
+            sasl_username=get("SASL_USERNAME"),
+            sasl_password=password,
+            ssl_cafile=get("SSL_CAFILE"),
+            ssl_certfile=get("SSL_CERTFILE"),
+            ssl_keyfile=get("SSL_KEYFILE"),
+            ssl_check_hostname=check == "on",
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "localhost:9092"
@@ -90,6 +202,7 @@ class Settings:
     batch_max_seconds: float = 0.2
     projection_page: int = 5000
     topics: Topics = field(default_factory=Topics)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,4 +232,5 @@ class Settings:
             batch_max_seconds=float(env.get("LOYALTY_BATCH_SECONDS", str(cls.batch_max_seconds))),
             projection_page=int(env.get("LOYALTY_PROJECTION_PAGE", str(cls.projection_page))),
             topics=topics,
+            kafka_security=KafkaSecurity.from_env(env),
         )

@@ -16,6 +16,7 @@ in its own (the original is the `__cause__`), so the chain is walked for one.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from enum import StrEnum
 
@@ -78,6 +79,19 @@ _KAFKA_OPERATOR_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A TLS handshake that fails on a certificate (one this client does not trust, one for
+# another host, or the broker refusing the client's) is a setting to change; one cut short
+# (ECONNRESET, EOF) is an outage like any other broken connection.
+_TLS_OPERATOR_REASONS = ("CERTIFICATE", "UNKNOWN_CA")
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    return isinstance(reason, str) and any(word in reason for word in _TLS_OPERATOR_REASONS)
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -107,7 +121,7 @@ def fault_of(exc: BaseException) -> Fault:
             return Fault.OPERATOR
         return Fault.MESSAGE  # data exceptions (22...), integrity (23...), limits (54...)
     for link in _chain(exc):
-        if isinstance(link, _KAFKA_OPERATOR_ERRORS):
+        if isinstance(link, _KAFKA_OPERATOR_ERRORS) or _tls_refused(link):
             return Fault.OPERATOR
         if isinstance(
             link,

@@ -10,8 +10,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from services.config import Topics
+from services.config import KafkaSecurity, Topics
 from services.inputs import REGISTRY
+from services.kafka_clients import client_options, start
 
 
 @dataclass
@@ -37,7 +38,9 @@ def route(line: bytes, topics: Topics) -> tuple[str, bytes | None] | None:
     return topic, str(key).encode() if key is not None else None
 
 
-async def publish_lines(lines: Iterable[bytes], bootstrap: str, topics: Topics) -> PublishReport:
+async def publish_lines(
+    lines: Iterable[bytes], bootstrap: str, topics: Topics, security: KafkaSecurity | None = None
+) -> PublishReport:
     report = PublishReport()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -45,9 +48,10 @@ async def publish_lines(lines: Iterable[bytes], bootstrap: str, topics: Topics) 
         acks="all",
         linger_ms=20,
         max_batch_size=256 * 1024,
+        **client_options(security),
     )
-    await producer.start()
     try:
+        await start(producer, security, bootstrap)
         pending = []
         for raw in lines:
             line = raw.strip()
@@ -69,6 +73,8 @@ async def publish_lines(lines: Iterable[bytes], bootstrap: str, topics: Topics) 
     return report
 
 
-def publish_file(path: Path, bootstrap: str, topics: Topics) -> PublishReport:
+def publish_file(
+    path: Path, bootstrap: str, topics: Topics, security: KafkaSecurity | None = None
+) -> PublishReport:
     with path.open("rb") as lines:
-        return asyncio.run(publish_lines(lines, bootstrap, topics))
+        return asyncio.run(publish_lines(lines, bootstrap, topics, security))

@@ -21,8 +21,11 @@ from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from services import member_events
+from services.config import KafkaSecurity
 from services.domain.member import Member
 from services.faults import Fault, backoff, fault_of
+from services.kafka_clients import client_options
+from services.kafka_clients import start as start_client
 from services.store.leadership import AlwaysLeader, Leadership
 from services.store.ledger import Ledger
 
@@ -42,8 +45,10 @@ class MemberEventRelay:
         topic: str,
         leadership: Leadership | None = None,
         page: int = 2000,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._ledger = ledger
+        self._security = security
         self._leadership = leadership or AlwaysLeader()
         self._bootstrap = bootstrap
         self._topic = topic
@@ -56,10 +61,14 @@ class MemberEventRelay:
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, enable_idempotence=True, acks="all", linger_ms=10
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=10,
+            **client_options(self._security),
         )
         try:
-            await producer.start()
+            await start_client(producer, self._security, self._bootstrap)
         except BaseException:
             await producer.stop()
             raise

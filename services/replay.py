@@ -15,9 +15,11 @@ from eventsourcing.persistence import StoredEvent
 
 from services import member_events
 from services.bootstrap import Context, build
+from services.config import KafkaSecurity
 from services.digest import members
 from services.errors import OperatorError
 from services.ingest.messages import InputMessage
+from services.kafka_clients import client_options, start
 from services.relay import RELAY_TRACKING_NAME
 from services.status import end_offsets
 from services.store.checkpoint import Checkpoint, MessageOutcome, Receipt
@@ -83,19 +85,25 @@ def fresh_target(context: Context, url: str) -> Context:
 
 
 async def _read(
-    bootstrap: str, topics: tuple[str, ...], on_batch: Callable[[list[Any], int, int], None]
+    bootstrap: str,
+    topics: tuple[str, ...],
+    on_batch: Callable[[list[Any], int, int], None],
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Every record of the topics up to their current end offsets, in batches."""
     ends = {
-        TopicPartition(t, p): end for (t, p), end in (await end_offsets(bootstrap, topics)).items()
+        TopicPartition(t, p): end
+        for (t, p), end in (await end_offsets(bootstrap, topics, security=security)).items()
     }
     total = sum(ends.values())
     live = [tp for tp, end in ends.items() if end > 0]
     if not live:
         on_batch([], 0, 0)
         return
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options(security)
+    )
+    await start(consumer, security, bootstrap)
     try:
         consumer.assign(live)
         await consumer.seek_to_beginning(*live)
@@ -138,8 +146,14 @@ def replay_stream(context: Context, into: str, out: TextIO = sys.stderr) -> Prog
         target.ledger.insert_stored(events, checkpoint)
         progress(done, total)
 
+    settings = context.settings
     asyncio.run(
-        _read(context.settings.kafka_bootstrap, (context.settings.topics.member_events,), store)
+        _read(
+            settings.kafka_bootstrap,
+            (settings.topics.member_events,),
+            store,
+            settings.kafka_security,
+        )
     )
     # Everything the rebuilt store holds is on the changelog already: its relay starts
     # after it, instead of publishing the whole history a second time.
@@ -194,7 +208,10 @@ def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> Reproces
         report.messages = done
         progress(done, total)
 
-    asyncio.run(_read(context.settings.kafka_bootstrap, context.settings.topics.inputs, apply))
+    settings = context.settings
+    asyncio.run(
+        _read(settings.kafka_bootstrap, settings.topics.inputs, apply, settings.kafka_security)
+    )
     live, live_uses = _ledgers(context)
     reprocessed, uses = _ledgers(target)
     for member_id in sorted(live.keys() | reprocessed.keys()):

@@ -9,16 +9,23 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from services.config import KafkaSecurity
+from services.kafka_clients import client_options, start
 from services.relay import RELAY_TRACKING_NAME
 from services.store.checkpoint import SKIPPED
 from services.store.ledger import Ledger
 
 
 async def end_offsets(
-    bootstrap: str, topics: tuple[str, ...], timeout: float = 5.0
+    bootstrap: str,
+    topics: tuple[str, ...],
+    timeout: float = 5.0,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> dict[tuple[str, int], int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await asyncio.wait_for(admin.start(), timeout)
+    options = client_options(security)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    await asyncio.wait_for(start(admin, security, bootstrap), timeout)
     try:
         described = await asyncio.wait_for(admin.describe_topics(list(topics)), timeout)
     finally:
@@ -29,9 +36,9 @@ async def end_offsets(
         if t["error_code"] == 0
         for p in t["partitions"]
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     try:
-        await asyncio.wait_for(consumer.start(), timeout)
+        await asyncio.wait_for(start(consumer, security, bootstrap), timeout)
         ends = (
             await asyncio.wait_for(consumer.end_offsets(partitions), timeout) if partitions else {}
         )
@@ -41,14 +48,20 @@ async def end_offsets(
 
 
 async def gather_status(
-    ledger: Ledger, projection_positions: dict[str, int], bootstrap: str, topics: tuple[str, ...]
+    ledger: Ledger,
+    projection_positions: dict[str, int],
+    bootstrap: str,
+    topics: tuple[str, ...],
+    security: KafkaSecurity | None = None,
 ) -> dict[str, Any]:
+    """A broker away is reported in `kafka_error`; one refusing the settings raises the
+    OperatorError that says which (a misconfiguration is not an outage to wait out)."""
     store_position = await asyncio.to_thread(ledger.last_position)
     counts = await asyncio.to_thread(ledger.message_counts)
     inputs: dict[str, Any] = {}
     kafka_error = None
     try:
-        ends = await end_offsets(bootstrap, topics)
+        ends = await end_offsets(bootstrap, topics, security=security)
     except (KafkaError, TimeoutError, OSError) as exc:
         ends, kafka_error = {}, f"Kafka unreachable at {bootstrap}: {exc}"
     for topic in topics:

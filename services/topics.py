@@ -18,9 +18,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from services.config import Topics
+from services.config import KafkaSecurity, Topics
 from services.errors import OperatorError
 from services.ingest.messages import DEAD_LETTER_HEADROOM
+from services.kafka_clients import client_options, start
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Topics, partitions: int = 4, replication: int = 1
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 4,
+    replication: int = 1,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Creates the ledger's topics that are missing; returns their names."""
     configs = topic_configs(topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
+    await start(admin, security, bootstrap)
     try:
         response = await admin.create_topics(
             [
@@ -67,14 +73,20 @@ async def ensure_topics(
 
 
 async def check_dead_letter_room(
-    bootstrap: str, inputs: Sequence[str], dead_letters: str, timeout: float = 15.0
+    bootstrap: str,
+    inputs: Sequence[str],
+    dead_letters: str,
+    timeout: float = 15.0,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Refuses to start a worker whose dead-letter topic cannot take what the input topics
     can: a too-large bad message would then stall its partition. A broker that does not
-    let the worker read topic settings is trusted, with a warning."""
+    let the worker read topic settings is trusted, with a warning; one that refuses the
+    worker's credentials or TLS settings stops it."""
     names = [*inputs, dead_letters]
     try:
-        limits = await asyncio.wait_for(_max_message_bytes(bootstrap, names), timeout)
+        limits = await asyncio.wait_for(_max_message_bytes(bootstrap, names, security), timeout)
     except (KafkaError, TimeoutError, OSError) as exc:
         log.warning("could not read the topics' max.message.bytes (%s); not checked", exc)
         return
@@ -94,9 +106,11 @@ async def check_dead_letter_room(
         )
 
 
-async def _max_message_bytes(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+async def _max_message_bytes(
+    bootstrap: str, names: Iterable[str], security: KafkaSecurity | None
+) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
+    await start(admin, security, bootstrap)
     try:
         responses = await admin.describe_configs(
             [

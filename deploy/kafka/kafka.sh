@@ -12,6 +12,13 @@
 # port when PORT+1 is taken), KAFKA_HOME (this instance's state: config, data, pid; default
 # .local/kafka; the jars are shared), KAFKA_HEAP (default "-Xms256m -Xmx512m"),
 # LOYALTY_TOPIC_* (topic names, see `topics`).
+# More listeners (e.g. TLS and SASL) beside the PLAINTEXT one, which the controller, the
+# other brokers and `status` keep using: KAFKA_EXTRA_LISTENERS (e.g.
+# "SASL_SSL://127.0.0.1:9094", advertised as given), KAFKA_EXTRA_PROTOCOL_MAP (e.g.
+# "SASL_SSL:SASL_SSL"), KAFKA_EXTRA_CONFIG (lines appended to server.properties: keystores,
+# sasl.enabled.mechanisms, listener.name.*.sasl.jaas.config), KAFKA_SCRAM_USERS (one
+# "SCRAM-SHA-512=[name=alice,password=secret]" a line; added when the storage is formatted,
+# i.e. at the first start only, as SCRAM users live in the cluster's metadata).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -122,17 +129,17 @@ PY
 }
 
 write_config() {
-  local port=$1 cport=$2
+  local port=$1 cport=$2 extra=${KAFKA_EXTRA_LISTENERS:+,$KAFKA_EXTRA_LISTENERS}
   cat >"$CONF.tmp" <<EOF
 # Written by deploy/kafka/kafka.sh start: a one-node KRaft broker for development and tests.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$extra
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$extra
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT${KAFKA_EXTRA_PROTOCOL_MAP:+,$KAFKA_EXTRA_PROTOCOL_MAP}
 log.dirs=$DATA
 num.partitions=4
 default.replication.factor=1
@@ -151,6 +158,11 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+  if [[ -n ${KAFKA_EXTRA_CONFIG:-} ]]; then
+    printf '# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG" >>"$CONF.tmp"
+    # It may hold passwords (SASL JAAS lines).
+    chmod 600 "$CONF.tmp"
+  fi
   mv "$CONF.tmp" "$CONF"
 }
 
@@ -188,8 +200,13 @@ cmd_start() {
       cluster=$(kafka_tool kafka.tools.StorageTool random-uuid)
       echo "$cluster" >"$KAFKA_HOME/cluster.id"
     fi
+    local scram=() entry
+    while IFS= read -r entry; do
+      [[ -z $entry ]] || scram+=(--add-scram "$entry")
+    done <<<"${KAFKA_SCRAM_USERS:-}"
     # A static quorum (controller.quorum.voters), so the port may change between runs.
-    kafka_tool kafka.tools.StorageTool format --ignore-formatted -t "$cluster" -c "$CONF" >>"$OUTFILE" 2>&1 ||
+    kafka_tool kafka.tools.StorageTool format --ignore-formatted -t "$cluster" -c "$CONF" \
+      "${scram[@]}" >>"$OUTFILE" 2>&1 ||
       { tail -n 20 "$OUTFILE" >&2; die "storage format failed"; }
   fi
   local t0=$SECONDS
@@ -264,7 +281,7 @@ cmd_topics() {
     die "creating topics failed"
 }
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 case "${1:-}" in
   fetch) cmd_fetch ;;

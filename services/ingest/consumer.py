@@ -21,10 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
+from services.config import KafkaSecurity
 from services.faults import Fault, backoff, fault_of, operator_error
 from services.ingest.messages import DeadLetter, InputMessage
 from services.ingest.pipeline import Stopped, WritePath
 from services.ingest.service import NOTHING_STORED, IngestService
+from services.kafka_clients import client_options, start
 from services.store.checkpoint import Checkpoint, InputPosition
 from services.store.ledger import Ledger
 from services.topics import check_dead_letter_room
@@ -110,8 +112,10 @@ class IngestLoop:
         service: IngestService,
         batch_max: int,
         batch_seconds: float,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._group = group
         self._topics = tuple(topics)
         self._dead_letter_topic = dead_letter_topic
@@ -159,7 +163,10 @@ class IngestLoop:
         self._service.members.invalidate()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await check_dead_letter_room(self._bootstrap, self._topics, self._dead_letter_topic)
+        await check_dead_letter_room(
+            self._bootstrap, self._topics, self._dead_letter_topic, security=self._security
+        )
+        options = client_options(self._security)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group,
@@ -172,6 +179,7 @@ class IngestLoop:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
             heartbeat_interval_ms=int(HEARTBEAT_S * 1000),
+            **options,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -179,12 +187,13 @@ class IngestLoop:
             acks="all",
             linger_ms=5,
             max_request_size=MAX_REQUEST_BYTES,
+            **options,
         )
         consumer.subscribe(
             topics=list(self._topics), listener=SeekToStoredPositions(self, consumer)
         )
-        await _start_with_retry(consumer)
-        await _start_with_retry(producer)
+        await _start_with_retry(consumer, self._security, self._bootstrap)
+        await _start_with_retry(producer, self._security, self._bootstrap)
         path = self._path = WritePath(
             self._service,
             lambda letters: self._publish(producer, letters),
@@ -358,12 +367,15 @@ class IngestLoop:
 
 
 async def _start_with_retry(
-    client: AIOKafkaConsumer | AIOKafkaProducer, attempts: int = 30
+    client: AIOKafkaConsumer | AIOKafkaProducer,
+    security: KafkaSecurity | None,
+    bootstrap: str,
+    attempts: int = 30,
 ) -> None:
     # A fresh broker may not have a group coordinator for the first seconds.
     for attempt in range(1, attempts + 1):
         try:
-            await client.start()
+            await start(client, security, bootstrap)
             return
         except KafkaError as exc:
             if fault_of(exc) is Fault.OPERATOR:

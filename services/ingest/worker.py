@@ -20,6 +20,7 @@ from services.bootstrap import Context
 from services.errors import OperatorError
 from services.faults import Fault, backoff, fault_of
 from services.ingest.consumer import HEARTBEAT_S, SESSION_TIMEOUT_S
+from services.kafka_clients import check_access, faust_credentials
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def create_app(context: Context, stopped_by: list[OperatorError] | None = None) 
     app = faust.App(
         f"{settings.consumer_group}-worker",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings.kafka_security),
         web_enabled=False,
         topic_replication_factor=1,
         topic_partitions=1,
@@ -120,6 +122,18 @@ def run_worker(context: Context) -> None:
     # frozen out of its walks.
     gc.freeze()
     gc.set_threshold(100_000, 20, 10)
+    settings = context.settings
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        # faust's own clients would meet a refusal first, and retry it or die with a
+        # traceback: a wrong password or certificate is said here, in one line. Its own
+        # loop, not asyncio.run, which leaves none behind for faust's.
+        checking = asyncio.new_event_loop()
+        try:
+            checking.run_until_complete(
+                check_access(settings.kafka_security, settings.kafka_bootstrap)
+            )
+        finally:
+            checking.close()
     stopped_by: list[OperatorError] = []
     app = create_app(context, stopped_by)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)

@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.bootstrap import Context, build
-from services.config import Settings, Topics
+from services.config import KafkaSecurity, Settings, Topics
 from services.ingest.consumer import IngestLoop
 from services.ingest.messages import InputMessage
 from services.ingest.service import IngestService
@@ -22,7 +22,12 @@ from services.status import end_offsets
 
 
 def context_for(
-    bootstrap: str, database_url: str, topics: Topics, group: str, program: Path | None = None
+    bootstrap: str,
+    database_url: str,
+    topics: Topics,
+    group: str,
+    program: Path | None = None,
+    security: KafkaSecurity | None = None,
 ) -> Context:
     return build(
         Settings(
@@ -33,6 +38,7 @@ def context_for(
             consumer_group=group,
             daily_sweep=False,
             batch_max_seconds=0.1,
+            kafka_security=security or KafkaSecurity(),
         )
     )
 
