@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from services import telemetry
+from services import logs, telemetry
 from services.bootstrap import Context, build
 from services.config import Settings
 from services.errors import OperatorError
@@ -83,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        logs.configure(os.environ.get("LOYALTY_LOG_FORMAT"))
+    except ValueError as exc:
+        print(f"loyalty: {exc}", file=sys.stderr)
+        return 2
     try:
         if not getattr(args, "needs_store", True):
             return int(args.func(args))
@@ -176,8 +181,12 @@ def _worker(context: Context, args: argparse.Namespace) -> int:
 
 
 def _sweep(context: Context, args: argparse.Namespace) -> int:
+    from services.replay import Progress
+
     service = context.ingest_service()
-    written = service.sweep(context.ledger.member_ids(), args.as_of)
+    progress = Progress("sweep", unit="members")
+    written = service.sweep(context.ledger.member_ids(), args.as_of, progress=progress)
+    progress.close()
     print(f"sweep as of {args.as_of.isoformat()}: {written} events")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from eventsourcing.persistence import StoredEvent
+from tqdm import tqdm
 
 from services import member_events
 from services.bootstrap import Context, build
@@ -37,30 +38,38 @@ REJECTIONS = frozenset(
 
 
 class Progress:
-    """`events done / total (pct), rate, time left`, redrawn at most ~4 times a second."""
+    """A long job's progress (events done of a total, rate, time left): a tqdm bar on a
+    terminal; elsewhere (a log file, a pipe) quiet but for one line when it ends."""
 
-    def __init__(self, label: str, out: TextIO = sys.stderr) -> None:
+    def __init__(self, label: str, out: TextIO = sys.stderr, unit: str = "events") -> None:
         self._label = label
         self._out = out
+        self._unit = unit
         self._started = time.monotonic()
-        self._drawn = 0.0
+        self._bar = tqdm(
+            desc=label,
+            unit=f" {unit}",
+            unit_scale=True,
+            file=out,
+            disable=not out.isatty(),
+            mininterval=0.25,
+            dynamic_ncols=True,
+        )
         self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
         self.done = done
-        now = time.monotonic()
-        if now - self._drawn < 0.25 and done < total:
-            return
-        self._drawn = now
-        rate = done / max(now - self._started, 1e-6)
-        left = (total - done) / rate if rate > 0 else 0.0
-        pct = 100.0 * done / total if total else 100.0
-        end = "\n" if done >= total else ""
-        self._out.write(
-            f"\r{self._label}: {done:,} / {total:,} events ({pct:.0f}%), "
-            f"{rate:,.0f} events/s, {left:,.0f} s left   {end}"
-        )
-        self._out.flush()
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._bar.disable:
+            self._out.write(
+                f"{self._label}: {self.done:,} {self._unit}, {self.rate:,.0f} {self._unit}/s\n"
+            )
+            self._out.flush()
 
     @property
     def rate(self) -> float:
@@ -72,6 +81,7 @@ def replay_projections(context: Context, out: TextIO = sys.stderr) -> Progress:
     runner = context.projection_runner()
     runner.rebuild(progress)
     progress(context.ledger.last_position(), context.ledger.last_position())
+    progress.close()
     return progress
 
 
@@ -160,6 +170,7 @@ def replay_stream(context: Context, into: str, out: TextIO = sys.stderr) -> Prog
     rebuilt = target.ledger.last_position()
     if rebuilt:
         target.ledger.track(RELAY_TRACKING_NAME, rebuilt)
+    progress.close()
     return progress
 
 
@@ -196,7 +207,7 @@ def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> Reproces
     into a fresh store, then compares every member with the live store."""
     target = fresh_target(context, into)
     service = target.ingest_service()
-    progress = Progress("reprocess", out)
+    progress = Progress("reprocess", out, unit="messages")
     report = ReprocessReport()
 
     def apply(records: list[Any], done: int, total: int) -> None:
@@ -212,6 +223,7 @@ def reprocess(context: Context, into: str, out: TextIO = sys.stderr) -> Reproces
     asyncio.run(
         _read(settings.kafka_bootstrap, settings.topics.inputs, apply, settings.kafka_security)
     )
+    progress.close()
     live, live_uses = _ledgers(context)
     reprocessed, uses = _ledgers(target)
     for member_id in sorted(live.keys() | reprocessed.keys()):

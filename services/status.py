@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.config import KafkaSecurity
+from services.errors import OperatorError
 from services.kafka_clients import client_options, start
 from services.relay import RELAY_TRACKING_NAME
 from services.store.checkpoint import SKIPPED
@@ -53,9 +54,11 @@ async def gather_status(
     bootstrap: str,
     topics: tuple[str, ...],
     security: KafkaSecurity | None = None,
+    refusal_as_error: bool = False,
 ) -> dict[str, Any]:
     """A broker away is reported in `kafka_error`; one refusing the settings raises the
-    OperatorError that says which (a misconfiguration is not an outage to wait out)."""
+    OperatorError that says which (a misconfiguration is not an outage to wait out),
+    unless `refusal_as_error` (the API, which reports the store's side all the same)."""
     store_position = await asyncio.to_thread(ledger.last_position)
     counts = await asyncio.to_thread(ledger.message_counts)
     inputs: dict[str, Any] = {}
@@ -64,6 +67,10 @@ async def gather_status(
         ends = await end_offsets(bootstrap, topics, security=security)
     except (KafkaError, TimeoutError, OSError) as exc:
         ends, kafka_error = {}, f"Kafka unreachable at {bootstrap}: {exc}"
+    except OperatorError as exc:
+        if not refusal_as_error:
+            raise
+        ends, kafka_error = {}, str(exc)
     for topic in topics:
         lag = 0
         partitions = sorted(p for (t, p) in ends if t == topic)

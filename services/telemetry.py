@@ -36,9 +36,7 @@ CONSUMER_LAG = Gauge(
     "Input messages not yet in the store, per partition this worker owns",
     ["topic", "partition"],
 )
-DEAD_LETTERS = Counter(
-    "loyalty_dead_letters", "Dead letters published, by input topic", ["topic"]
-)
+DEAD_LETTERS = Counter("loyalty_dead_letters", "Dead letters published, by input topic", ["topic"])
 OUTAGE_RETRIES = Counter(
     "loyalty_outage_retries",
     "Tries again after the store or the broker was unavailable",
@@ -82,7 +80,15 @@ def serve(process: str, setting: str | None, host: str) -> None:
     if port is None:
         log.info("metrics: off")
         return
-    start_http_server(port, addr=host)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        # Another process of the same kind on this host has it (two workers on one
+        # machine): metrics are not worth refusing to work for.
+        log.warning(
+            "metrics: not served, port %d is taken (%s); set LOYALTY_METRICS_PORT", port, exc
+        )
+        return
     log.info("metrics: http://%s:%d/metrics", host, port)
 
 

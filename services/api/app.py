@@ -331,8 +331,14 @@ async def get_segment_members(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     positions = await asyncio.to_thread(request.app[RUNNER].positions)
+    settings = context.settings
     status = await gather_status(
-        context.ledger, positions, context.settings.kafka_bootstrap, context.settings.topics.inputs
+        context.ledger,
+        positions,
+        settings.kafka_bootstrap,
+        settings.topics.inputs,
+        settings.kafka_security,
+        refusal_as_error=True,
     )
     status["rebuilding"] = await asyncio.to_thread(request.app[RUNNER].rebuilding)
     return web.json_response(status)

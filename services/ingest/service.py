@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -320,7 +320,13 @@ class IngestService:
     def _apply(self, member: Member, command: Command) -> Outcome:
         return self._registry.handle(member, self._program, command)
 
-    def sweep(self, member_ids: Iterable[str], at: datetime, chunk: int = 1000) -> int:
+    def sweep(
+        self,
+        member_ids: Iterable[str],
+        at: datetime,
+        chunk: int = 1000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Steps 1 and 2 for every given member as of `at`; returns events written."""
         written = 0
         ids = list(member_ids)
@@ -341,6 +347,8 @@ class IngestService:
                     log.warning("sweep conflict (attempt %d); deciding again", attempt)
                     continue
                 written += pending
+                if progress is not None:
+                    progress(min(start + chunk, len(ids)), len(ids))
                 break
             else:
                 raise StoreContention(f"sweep still conflicts after {MAX_ATTEMPTS} attempts")

@@ -136,7 +136,8 @@ def run_worker(context: Context) -> None:
             checking.close()
     stopped_by: list[OperatorError] = []
     app = create_app(context, stopped_by)
-    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    # The CLI has set up logging (lines or JSON lines, LOYALTY_LOG_FORMAT): faust keeps it.
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
     try:
         worker.execute_from_commandline()
     except SystemExit:

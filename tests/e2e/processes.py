@@ -36,6 +36,8 @@ def loyalty_env(
         "LOYALTY_API_PORT": str(api_port),
         "LOYALTY_CONSUMER_GROUP": group,
         "LOYALTY_DAILY_SWEEP": "off",
+        # Tests run several processes of a kind on one host: none serves metrics.
+        "LOYALTY_METRICS_PORT": "off",
         **topics.env(),
     }
 
