@@ -175,7 +175,7 @@ def _worker(context: Context, args: argparse.Namespace) -> int:
     from services.ingest.worker import run_worker
 
     sys.argv = [sys.argv[0], "worker"]
-    telemetry.serve("worker", context.settings.metrics_port, context.settings.api_host)
+    telemetry.serve("worker", context.settings.metrics_port, _metrics_host(context.settings))
     run_worker(context)
     return 0
 
@@ -256,8 +256,12 @@ def _status(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_host(settings: Settings) -> str:
+    return settings.metrics_host or settings.api_host
+
+
 def _projector(context: Context, args: argparse.Namespace) -> int:
-    telemetry.serve("projector", context.settings.metrics_port, context.settings.api_host)
+    telemetry.serve("projector", context.settings.metrics_port, _metrics_host(context.settings))
     asyncio.run(_follow_the_store(context))
     return 0
 
@@ -300,7 +304,7 @@ def _api(context: Context, args: argparse.Namespace) -> int:
         logging.getLogger("loyalty.api").info(
             "no LOYALTY_API_TOKEN: serving on 127.0.0.1 only; set one to serve other hosts"
         )
-    telemetry.serve("api", settings.metrics_port, host)
+    telemetry.serve("api", settings.metrics_port, settings.metrics_host or host)
     runner = context.projection_runner()
     app = create_app(context, context.database(), runner)
     logging.getLogger("loyalty.api").info("serving http://%s:%d", host, settings.api_port)

@@ -196,6 +196,9 @@ class Settings:
     # Events a projection may be behind the store while /ready still says ready.
     ready_max_behind: int = 10_000
     metrics_port: str | None = None  # LOYALTY_METRICS_PORT: a port, or off (telemetry.py)
+    # LOYALTY_METRICS_HOST: the address metrics are served on. They name no member, so a
+    # worker can be scraped from other hosts (0.0.0.0) while the API keeps to 127.0.0.1.
+    metrics_host: str | None = None
     daily_sweep: bool = True
     consumer_group: str = "loyalty-ledger"
     batch_max_messages: int = 5000
@@ -226,6 +229,7 @@ class Settings:
             api_token=env.get("LOYALTY_API_TOKEN") or None,
             ready_max_behind=int(env.get("LOYALTY_READY_MAX_BEHIND", str(cls.ready_max_behind))),
             metrics_port=env.get("LOYALTY_METRICS_PORT"),
+            metrics_host=env.get("LOYALTY_METRICS_HOST") or None,
             daily_sweep=sweep == "on",
             consumer_group=env.get("LOYALTY_CONSUMER_GROUP", cls.consumer_group),
             batch_max_messages=int(env.get("LOYALTY_BATCH_MAX", str(cls.batch_max_messages))),

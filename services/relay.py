@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
-from services import member_events
+from services import member_events, telemetry
 from services.config import KafkaSecurity
 from services.domain.member import Member
 from services.faults import Fault, backoff, fault_of
@@ -101,7 +101,15 @@ class MemberEventRelay:
                 log.warning("another relay is ahead of %d; resuming from its position", position)
                 return published
             published += len(page)
+            await self._report(position)
+        if not published:
+            await self._report(position)
         return published
+
+    async def _report(self, position: int) -> None:
+        last = await asyncio.to_thread(self._ledger.last_position)
+        telemetry.RELAY_POSITION.set(position)
+        telemetry.RELAY_LAG.set(max(last - position, 0))
 
     async def run(self, stopping: asyncio.Event, idle_seconds: float = 0.2) -> None:
         failures = 0

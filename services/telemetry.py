@@ -1,8 +1,9 @@
 """Prometheus metrics of the long-running processes, served on a port of each one's own.
 
 `loyalty worker`, `loyalty projector` and `loyalty api` each serve their metrics on
-LOYALTY_METRICS_PORT (default 9101, 9102 and 9103; `off` serves none), on the API's
-host. deploy/grafana/loyalty-dashboard.json is built on exactly these names.
+LOYALTY_METRICS_PORT (default 9101, 9102 and 9103; `off` serves none), on
+LOYALTY_METRICS_HOST (default: the API's host). deploy/grafana/loyalty-dashboard.json is
+built on exactly these names.
 """
 
 from __future__ import annotations

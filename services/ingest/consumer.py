@@ -13,6 +13,7 @@ committed offsets follow the store's, for lag tools only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
+from services import telemetry
 from services.config import KafkaSecurity
 from services.faults import Fault, backoff, fault_of, operator_error
 from services.ingest.messages import DeadLetter, InputMessage
@@ -136,6 +138,7 @@ class IngestLoop:
         # Bumped on every rebalance: a batch begun under an older assignment is dropped
         # (nothing of it is stored yet) and read again from the sought positions.
         self._assignment = 0
+        self._lag_reported = 0.0
 
     @property
     def totals(self) -> dict[str, int]:
@@ -148,6 +151,8 @@ class IngestLoop:
         for tp in revoked:
             self.next_offsets.pop((tp.topic, tp.partition), None)
             self._unresolved.discard(tp)
+            with contextlib.suppress(KeyError):
+                telemetry.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         self._offsets.forget(revoked)
 
     def assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -207,6 +212,7 @@ class IngestLoop:
                     await self._resolve(consumer)
                 await path.take(await self._next_batch(consumer, stopping))
                 await self._offsets.commit(consumer)
+                self._report_lag(consumer)
             await path.flush()
             await self._offsets.commit(consumer)
         except Stopped as exc:
@@ -215,6 +221,18 @@ class IngestLoop:
             path.cancel()
             await consumer.stop()
             await producer.stop()
+
+    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        # highwater() is what the last fetch said, so this costs no round trip; once a
+        # second is plenty for a scrape interval of seconds.
+        now = time.monotonic()
+        if now - self._lag_reported < 1.0:
+            return
+        self._lag_reported = now
+        for (topic, partition), next_offset in self.next_offsets.items():
+            end = consumer.highwater(TopicPartition(topic, partition))
+            if end is not None:
+                telemetry.CONSUMER_LAG.labels(topic, str(partition)).set(max(end - next_offset, 0))
 
     async def _resolve(self, consumer: AIOKafkaConsumer) -> None:
         """Seeks every assigned partition still paused to where the store says it resumes.

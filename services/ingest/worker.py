@@ -138,6 +138,9 @@ def run_worker(context: Context) -> None:
     app = create_app(context, stopped_by)
     # The CLI has set up logging (lines or JSON lines, LOYALTY_LOG_FORMAT): faust keeps it.
     worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
+    # faust disables its terminal spinner only when it sets up logging itself; left on,
+    # it writes cursor escapes into the log (and breaks LOYALTY_LOG_FORMAT=json lines).
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit:
