@@ -127,6 +127,7 @@ class MemberEventRelay:
                     # The broker or the store is away: publish again from the stored
                     # position once it is back; consumers dedupe what is repeated.
                     failures += 1
+                    telemetry.OUTAGE_RETRIES.labels("projector", "relay").inc()
                     delay = backoff(failures)
                     log.error("relay paused (%s); retrying in %.1fs", exc, delay)
                     await _sleep_unless(stopping, delay)

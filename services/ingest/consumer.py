@@ -252,6 +252,7 @@ class IngestLoop:
             if fault_of(exc) is Fault.OPERATOR:
                 raise operator_error(exc, "reading where the assigned partitions resume") from exc
             self._resolve_attempts += 1
+            telemetry.OUTAGE_RETRIES.labels("worker", "resume positions").inc()
             delay = backoff(self._resolve_attempts)
             self._resolve_after = time.monotonic() + delay
             log.error(

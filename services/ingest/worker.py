@@ -16,6 +16,7 @@ from pathlib import Path
 
 import faust
 
+from services import telemetry
 from services.bootstrap import Context
 from services.errors import OperatorError
 from services.faults import Fault, backoff, fault_of
@@ -97,6 +98,7 @@ async def sweep_until_done(
             if fault_of(exc) is not Fault.OUTAGE:
                 log.exception("the sweep as of %s failed; the next one is at midnight", now)
                 return None
+            telemetry.OUTAGE_RETRIES.labels("worker", "sweep").inc()
             delay = backoff(attempt, cap=300.0)
             log.error("the sweep as of %s paused (%s); retrying in %.0fs", now, exc, delay)
             try:

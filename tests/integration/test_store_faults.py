@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from eventsourcing.persistence import InternalError
+from prometheus_client import REGISTRY
 from psycopg import sql
 
 from services.config import Topics
@@ -122,6 +123,18 @@ def accounted(context: object) -> int:
         return -1
 
 
+def outage_retries(process: str, stage: str | None = None) -> float:
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "loyalty_outage_retries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+        and sample.labels["process"] == process
+        and stage in (None, sample.labels["stage"])
+    )
+
+
 async def test_a_read_only_store_after_a_failover_is_waited_out_not_dead_lettered(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
@@ -135,9 +148,11 @@ async def test_a_read_only_store_after_a_failover_is_waited_out_not_dead_lettere
         # A failover: the sessions are cut, and the server the workers reach is read-only.
         run(conninfo, f'ALTER DATABASE "{url.dbname}" SET default_transaction_read_only = on')
         terminate_others(conninfo, url.dbname)
+        retried = outage_retries("worker")
         await send(kafka_bootstrap, second)
         await asyncio.sleep(6)
         assert accounted(context) == 20
+        assert outage_retries("worker") > retried, "the wait shows on the metrics"
         run(conninfo, f'ALTER DATABASE "{url.dbname}" RESET default_transaction_read_only')
         terminate_others(conninfo, url.dbname)
         await wait_until(lambda: accounted(context) == 40, 90, "the rest, once writable")
@@ -212,6 +227,7 @@ async def test_the_midnight_sweep_waits_out_an_outage_and_then_sweeps(
     )
     await asyncio.sleep(4)
     assert not sweep.done()  # waiting, not failed, not exited
+    assert outage_retries("worker", "sweep") >= 1
     run(conninfo, f'ALTER DATABASE "{url.dbname}" RESET default_transaction_read_only')
     terminate_others(conninfo, url.dbname)
     written = await asyncio.wait_for(sweep, 120)
