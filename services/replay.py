@@ -39,7 +39,10 @@ REJECTIONS = frozenset(
 
 class Progress:
     """A long job's progress (events done of a total, rate, time left): a tqdm bar on a
-    terminal; elsewhere (a log file, a pipe) quiet but for one line when it ends."""
+    terminal; elsewhere (a log file, a pipe, a Kubernetes Job's log) a line every
+    LINE_EVERY seconds and one when it ends, since a redrawn bar would fill a log."""
+
+    LINE_EVERY = 10.0
 
     def __init__(self, label: str, out: TextIO = sys.stderr, unit: str = "events") -> None:
         self._label = label
@@ -56,12 +59,24 @@ class Progress:
             dynamic_ncols=True,
         )
         self.done = 0
+        self._line_at = self._started
 
     def __call__(self, done: int, total: int) -> None:
         self.done = done
         if self._bar.total != total:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
+        now = time.monotonic()
+        if self._bar.disable and now - self._line_at >= self.LINE_EVERY:
+            self._line_at = now
+            left = (total - done) / self.rate if self.rate > 0 and total >= done else None
+            eta = f", about {left:,.0f} s left" if left is not None else ""
+            share = f" ({100 * done / total:.1f}%)" if total else ""
+            self._out.write(
+                f"{self._label}: {done:,} of {total:,} {self._unit}{share}, "
+                f"{self.rate:,.0f} {self._unit}/s{eta}\n"
+            )
+            self._out.flush()
 
     def close(self) -> None:
         self._bar.close()
