@@ -79,12 +79,16 @@ class MemberEventRelay:
             await self._producer.stop()
             self._producer = None
 
-    async def pump(self) -> int:
-        """Publishes what the store holds beyond the relay's position; returns how many."""
+    async def pump(self, stopping: asyncio.Event | None = None) -> int:
+        """Publishes what the store holds beyond the relay's position, until it is all out
+        or `stopping` is set (checked between pages: a backlog of millions takes minutes,
+        and a stopped process must not wait for it); returns how many."""
         assert self._producer is not None, "start() the relay first"
         published = 0
         position = await asyncio.to_thread(self.position)
-        while page := await asyncio.to_thread(self._next_page, position):
+        while not (stopping is not None and stopping.is_set()) and (
+            page := await asyncio.to_thread(self._next_page, position)
+        ):
             futures = [
                 await self._producer.send(
                     self._topic,
@@ -119,7 +123,7 @@ class MemberEventRelay:
                     if self._producer is None:
                         await self.start()
                     leading = await asyncio.to_thread(self._leadership.held)
-                    published = await self.pump() if leading else 0
+                    published = await self.pump(stopping) if leading else 0
                     failures = 0
                 except Exception as exc:
                     if fault_of(exc) is not Fault.OUTAGE:

@@ -215,3 +215,40 @@ async def test_member_events_are_published_in_store_order_and_rebuild_the_ledger
     body = orjson.loads(next(r.value for r in records if member_events.decode(r.value) == purchase))
     assert body["type"] == "PurchaseRecorded"
     assert body["state"]["points"] > 0
+
+
+
+async def test_a_stopped_relay_stops_between_pages_of_a_backlog(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics
+) -> None:
+    context = context_for(kafka_bootstrap, postgres_url, topics, f"g-{uuid.uuid4().hex[:8]}")
+    await ingest_all(
+        context,
+        [
+            event(
+                topics.purchases,
+                event_id=f"p{i}",
+                type="purchase",
+                occurred_at="2026-03-01T12:00:00Z",
+                member_id=f"m{i % 7}",
+                order_id=f"o{i}",
+                amount="10",
+                currency="EUR",
+            )
+            for i in range(300)
+        ],
+    )
+    stored = context.ledger.last_position()
+    relay = MemberEventRelay(
+        ledger=context.ledger, bootstrap=kafka_bootstrap, topic=topics.member_events, page=1
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    await wait_until(lambda: relay.position() > 0, 60, "the relay's first page")
+    stopping.set()
+    await asyncio.wait_for(task, 10)  # one page more at most, not the whole backlog
+
+    stopped_at = relay.position()
+    assert 0 < stopped_at < stored
+    published = await read_to_end(kafka_bootstrap, topics.member_events)
+    assert len(published) == stopped_at  # what it tracked is what it sent, nothing beyond
