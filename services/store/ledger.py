@@ -12,14 +12,14 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import CanMutateProtocol
-from eventsourcing.persistence import Notification, StoredEvent, Tracking, Transcoder
+from eventsourcing.persistence import Mapper, Notification, StoredEvent, Tracking, Transcoder
 from eventsourcing.utils import get_topic
 
 from services.domain import member_snapshot
 from services.domain.member import Member
 from services.store.checkpoint import Checkpoint, InputPosition, incarnation_of, tracking_name
 from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder, SnapshotRow
-from services.store.transcoder import OrjsonTranscoder
+from services.store.transcoder import LedgerMapper, OrjsonTranscoder
 from services.store.urls import DatabaseUrl
 
 SCHEMA_LOCK = 0x4C4F59414C5459  # "LOYALTY": the advisory lock held while creating tables
@@ -49,6 +49,11 @@ class Ledger(Application[UUID]):
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=LedgerMapper
+        )
 
     @property
     def store(self) -> LedgerRecorder:

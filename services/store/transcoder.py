@@ -7,14 +7,19 @@ encodes about ten times faster than the standard library, which the ingest path 
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Transcoder
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "decimal_str": Decimal,
@@ -55,6 +60,10 @@ class OrjsonTranscoder(Transcoder):
         # Event states rarely hold a UUID: copying them to tag one is the exception.
         if _holds_uuid((obj,)):
             obj = _tag_uuids(obj)
+        return self.encode_without_uuids(obj)
+
+    def encode_without_uuids(self, obj: Any) -> bytes:
+        """`encode` for a state known to hold no UUID (orjson would write one untagged)."""
         return orjson.dumps(obj, default=_default, option=self._OPTIONS)
 
     def decode(self, data: bytes) -> Any:
@@ -89,3 +98,58 @@ def _tag_uuids(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_tag_uuids(item) for item in value]
     return value
+
+
+class LedgerMapper(Mapper[UUID]):
+    """eventsourcing's Mapper, with what it works out per event (its topic, whether its
+    state may hold a UUID) worked out once per event class: at ~50,000 events a second
+    the walk looking for UUIDs cost a fifth of the mapping (issue 19)."""
+
+    def __init__(self, transcoder: Transcoder, **options: Any) -> None:
+        super().__init__(transcoder, **options)
+        self._plans: dict[type, tuple[str, bool, int]] = {}
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        cls = type(domain_event)
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._plans[cls] = (
+                get_topic(cls),
+                isinstance(self.transcoder, OrjsonTranscoder) and not may_hold_uuid(cls),
+                getattr(cls, "class_version", 1),
+            )
+        topic, plain, class_version = plan
+        state = dict(vars(domain_event))
+        originator_id = state.pop("originator_id")
+        originator_version = state.pop("originator_version")
+        if class_version > 1:
+            state["class_version"] = class_version
+        if plain and not self.compressor and not self.cipher:
+            data = cast(OrjsonTranscoder, self.transcoder).encode_without_uuids(state)
+            return StoredEvent(originator_id, originator_version, topic, data)
+        data = self.transcoder.encode(state)
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return StoredEvent(originator_id, originator_version, topic, data)
+
+
+def may_hold_uuid(event_class: type) -> bool:
+    """Whether a field of the event class, by its annotation, may hold a UUID (the
+    originator id aside, which is not part of the state). Unannotated or loosely typed
+    fields (Any, object) may."""
+    try:
+        hints = typing.get_type_hints(event_class)
+        fields = [f.name for f in dataclasses.fields(event_class)]
+    except Exception:
+        return True  # annotations it cannot resolve: assume the worst, walk the state
+    return any(_may_be_uuid(hints[name]) for name in fields if name != "originator_id")
+
+
+def _may_be_uuid(hint: Any) -> bool:
+    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        return True
+    if isinstance(hint, type) and not isinstance(hint, types.GenericAlias):
+        return issubclass(hint, UUID)
+    return any(_may_be_uuid(arg) for arg in typing.get_args(hint) if arg is not Ellipsis)

@@ -1,17 +1,34 @@
-"""The orjson transcoder and eventsourcing's JSON transcoder read each other's bytes."""
+"""The orjson transcoder and eventsourcing's JSON transcoder read each other's bytes, and
+the ledger's mapper stores what eventsourcing's would."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
-from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+import orjson
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.store.transcoder import OrjsonTranscoder
+import services
+from services.config import Topics
+from services.demo import generate
+from services.domain.member import Member
+from services.inputs import REGISTRY
+from services.program_file import load_program
+from services.store.transcoder import LedgerMapper, OrjsonTranscoder, may_hold_uuid
+from services.validation import Decoder, InvalidEvent
 
 values = st.recursive(
     st.none()
@@ -51,3 +68,62 @@ def test_an_event_like_state_keeps_its_types() -> None:
         "consumed": [[datetime(2025, 1, 1, tzinfo=UTC), 3]],
     }
     assert OrjsonTranscoder().decode(OrjsonTranscoder().encode(state)) == state
+
+
+class Ledgerish(Aggregate):
+    class Linked(Aggregate.Event):
+        other: UUID
+        others: list[UUID] | None
+
+    class Plain(Aggregate.Event):
+        at: datetime
+        amounts: dict[str, Decimal]
+
+
+def member_events_of_every_kind() -> list[Any]:
+    """The events a demo stream makes under the seasonal program (campaigns, badges,
+    pending points, birthdays): every kind the rules decide."""
+    program = load_program(Path(services.__file__).parent / "programs" / "seasonal.toml")
+    decoder = Decoder(program, Topics(), REGISTRY)
+    members: dict[str, Member] = {}
+    events: list[Any] = []
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for body in generate(60, seed=7, now=now, days=500):
+        try:
+            command = decoder.decode_value(
+                REGISTRY.topic_of(Topics(), body["type"]) or "", orjson.dumps(body)
+            )
+        except InvalidEvent:
+            continue
+        member = members.setdefault(command.member_id, Member.register(command.member_id))
+        REGISTRY.handle(member, program, command)
+    for member in members.values():
+        member.sweep(program, at=now + timedelta(days=400))
+        events += member.collect_events()
+    return events
+
+
+def test_the_ledger_mapper_stores_exactly_what_eventsourcing_s_mapper_stores() -> None:
+    events = member_events_of_every_kind()
+    kinds = {type(e).__name__ for e in events}
+    assert {"PurchaseRecorded", "RefundRecorded", "PointsRedeemed", "BadgeEarned"} <= kinds
+    assert {"PointsExpired", "PointsReleased", "Enrolled", "ReviewRecorded"} <= kinds
+    theirs, ours = Mapper(transcoder=OrjsonTranscoder()), LedgerMapper(OrjsonTranscoder())
+    assert [ours.to_stored_event(e) for e in events] == [theirs.to_stored_event(e) for e in events]
+
+
+def test_a_field_that_may_hold_a_uuid_keeps_its_tag() -> None:
+    assert may_hold_uuid(Ledgerish.Linked) and not may_hold_uuid(Ledgerish.Plain)
+    aggregate_id, other = uuid4(), uuid4()
+    event = Ledgerish.Linked(
+        originator_id=aggregate_id,
+        originator_version=2,
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        other=other,
+        others=[other],
+    )
+    mapper = LedgerMapper(OrjsonTranscoder())
+    stored = mapper.to_stored_event(event)
+    assert stored == Mapper(transcoder=OrjsonTranscoder()).to_stored_event(event)
+    restored = mapper.to_domain_event(stored)
+    assert restored.other == other and restored.others == [other]  # UUIDs, not strings
