@@ -81,6 +81,12 @@ class Decoder:
             )
             for t in registry
         }
+        # Fixed for the decoder's life: worked out once, not per message.
+        self._carried = {
+            topics.names[t.topic]: registry.carried_by(topics, topics.names[t.topic])
+            for t in registry
+        }
+        self._max_skew = program.max_clock_skew
 
     def decode(self, message: InputMessage) -> Command:
         """The message's command, once its body, its key and its timing all hold up."""
@@ -108,7 +114,7 @@ class Decoder:
         input_type = self._registry.by_name(event_type)
         if input_type is None:
             raise InvalidEvent(f"unknown event type {_show(event_type)}")
-        if event_type not in self._registry.carried_by(self._topics, topic):
+        if event_type not in self._carried.get(topic, ()):
             raise InvalidEvent(f"event type {event_type!r} is not carried by topic {topic!r}")
         try:
             self._validators[event_type](data)
@@ -119,6 +125,8 @@ class Decoder:
     def _check_key(self, key: bytes | None, command: Command) -> None:
         # Every event of a member must reach the member's one partition, or its events
         # lose their order: the key is what Kafka partitions by.
+        if key is not None and key == command.member_id.encode():
+            return
         field = self._registry.by_command(command).key_field
         if key is None:
             raise InvalidEvent(
@@ -139,7 +147,7 @@ class Decoder:
         # of its member: it cannot be later than Kafka saw it, give or take the
         # producers' clock skew.
         stamped = EPOCH + timedelta(milliseconds=timestamp_ms)
-        if at > stamped + self._program.max_clock_skew:
+        if at > stamped + self._max_skew:
             raise InvalidEvent(
                 f"field 'occurred_at' {at:%Y-%m-%dT%H:%M:%SZ} is later than the message's "
                 f"Kafka timestamp {stamped:%Y-%m-%dT%H:%M:%SZ} by more than the program's "
