@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -139,7 +140,7 @@ class Member(Aggregate):
 
     @staticmethod
     def create_id(member_id: str) -> UUID:
-        return uuid5(MEMBER_NAMESPACE, member_id)
+        return _member_uuid(member_id)
 
     @classmethod
     def register(cls, member_id: str) -> Member:
@@ -989,6 +990,13 @@ class Member(Aggregate):
         def apply(self, member: Member) -> None:
             member._dated(self.at)
             member.qualifying_points = self.qualifying_points
+
+
+# A SHA-1 and a UUID per call, and a batch asks twice for each new member (to look it up,
+# then to create it): the last members' ids are kept (~15 MB at most).
+@lru_cache(maxsize=65_536)
+def _member_uuid(member_id: str) -> UUID:
+    return uuid5(MEMBER_NAMESPACE, member_id)
 
 
 def _lot_date(lot: Lot) -> datetime:
