@@ -274,10 +274,11 @@ def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
 
 def partitions_assigned(log: Path) -> list[tuple[str, int]]:
     """The partitions the worker logged as assigned to it, at its latest assignment."""
-    lines = [line for line in log.read_text().splitlines() if "] assigned [" in line]
+    marker = "services.ingest.consumer INFO assigned ["
+    lines = [line for line in log.read_text().splitlines() if marker in line]
     if not lines:
         return []
-    latest = lines[-1].split("] assigned [", 1)[1]
+    latest = lines[-1].split(marker, 1)[1]
     return [(topic, int(p)) for topic, p in re.findall(r"\('([^']+)', (\d+)\)", latest)]
 
 
