@@ -48,12 +48,16 @@ class BalancesProjection(Projection):
     tables: ClassVar[tuple[str, ...]] = (TABLE,)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_balances ("
-        "aggregate_id TEXT PRIMARY KEY, member_id TEXT NOT NULL UNIQUE, balance BIGINT NOT NULL, "
+        "aggregate_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, balance BIGINT NOT NULL, "
         "tier TEXT NOT NULL, qualifying_points BIGINT NOT NULL, lifetime_points BIGINT NOT NULL, "
         "last_event_at TEXT, position BIGINT NOT NULL, pending_points BIGINT NOT NULL, "
         "enrolled_at TEXT, birth_date TEXT)",
     )
+    # The key on aggregate_id stays in the table: each page reads and updates rows by it.
+    # The member id's is for readers only (see Projection.index_statements).
     index_statements: ClassVar[tuple[str, ...]] = (
+        "CREATE UNIQUE INDEX IF NOT EXISTS member_balances_member_id_key "
+        "ON member_balances (member_id)",
         "CREATE INDEX IF NOT EXISTS member_balances_tier ON member_balances (tier)",
     )
 

@@ -22,7 +22,14 @@ class Projection(ABC):
     name: ClassVar[str]
     tables: ClassVar[Sequence[str]]
     create_statements: ClassVar[Sequence[str]]  # the tables, with their keys
-    # What only readers need: built after a rebuild's load rather than kept up on the way.
+    # What only readers need, keys included wherever the projection's own writes do not
+    # read by them: built after a rebuild's load rather than kept up row by row on the way.
+    # At a million events the keys of append-only tables, kept up during the load, cost
+    # more than the rows (random inserts into indexes larger than PostgreSQL's buffers);
+    # built at the end they take seconds. A key is `CREATE UNIQUE INDEX IF NOT EXISTS
+    # <table>_pkey`: the name PostgreSQL gave the primary key of the earlier definitions,
+    # so that a store made by them gets no second index of the same key. Exactly-once
+    # does not rest on keys: the runner's lock and position decide which pages apply.
     index_statements: ClassVar[Sequence[str]] = ()
     # SQL views over the tables (name -> SELECT), for analysts: made after the tables,
     # dropped before them (a table with a view on it cannot be dropped).

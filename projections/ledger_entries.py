@@ -43,9 +43,12 @@ class LedgerEntriesProjection(Projection):
         "aggregate_id TEXT NOT NULL, version BIGINT NOT NULL, at TEXT NOT NULL, "
         "kind TEXT NOT NULL, "
         "points BIGINT NOT NULL, balance BIGINT NOT NULL, event_id TEXT, detail TEXT, "
-        "pending BIGINT NOT NULL, PRIMARY KEY (aggregate_id, version))",
+        "pending BIGINT NOT NULL)",
     )
+    # Its key too: nothing it writes reads it (see Projection.index_statements).
     index_statements: ClassVar[tuple[str, ...]] = (
+        "CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_pkey "
+        "ON ledger_entries (aggregate_id, version)",
         # Breakage: the expiries and redemptions of a year, not every entry.
         "CREATE INDEX IF NOT EXISTS ledger_entries_kind_at ON ledger_entries (kind, at)",
         # Debts: the few members whose balance ever went below zero.

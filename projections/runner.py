@@ -124,6 +124,9 @@ class ProjectionRunner:
         fraction of keeping it up row by row), and so does `setup` in any process that
         starts meanwhile."""
         with self._db.transaction() as cur:
+            # Views, then tables, as `setup` (tables, then views) must not meet it half-way:
+            # each would hold what the other waits for.
+            self._db.lock(cur, "projections:schema")
             self._drop_views(cur)
             for projection in self.projections:
                 # Under the projection's lock, and back in the same transaction: a
@@ -143,7 +146,13 @@ class ProjectionRunner:
 
     def _drop_views(self, cur: Cursor) -> None:
         for name, _ in reversed(self._views()):  # a view may stand on the ones before it
-            cur.execute(f"DROP VIEW IF EXISTS {name}")
+            kind = cur.relation_kind(name)
+            if kind == "view":
+                cur.execute(f"DROP VIEW {name}")
+            elif kind == "table":
+                # A read model that was a table before it became a view (`point_lots`):
+                # the view replaces it.
+                cur.execute(f"DROP TABLE {name}")
 
     def _make_views(self, cur: Cursor) -> None:
         # Made anew at every start: a view's definition follows the code that reads it.

@@ -48,6 +48,10 @@ class Cursor(ABC):
         in order."""
 
     @abstractmethod
+    def relation_kind(self, name: str) -> str | None:
+        """What stands under that name: "table", "view", or None for nothing."""
+
+    @abstractmethod
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Adds rows whose keys the table does not hold yet (a duplicate key is an error)."""
 

@@ -45,6 +45,10 @@ DELETE_USING_STAGE = "DELETE FROM {table} AS t USING {stage} AS s WHERE {match}"
 SELECT_JOIN_STAGE = "SELECT {columns} FROM {table} AS t JOIN {stage} AS s ON {match}"
 
 
+SELECT_RELATION_KIND = "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)"
+_KINDS = {"r": "table", "p": "table", "v": "view", "m": "view"}
+
+
 ColumnTypes = dict[str, dict[str, int]]  # table -> column -> type oid
 
 
@@ -67,6 +71,11 @@ class _PgCursor(Cursor):
         # Binary results: the states arrive as bytes without hex-decoding them.
         self._cur.execute(SELECT_NOTIFICATIONS_PG.format(table=table), (after, limit), binary=True)
         return cast(list[Notification], self._cur.fetchall())
+
+    def relation_kind(self, name: str) -> str | None:
+        self._cur.execute(SELECT_RELATION_KIND, (name,))
+        row = self._cur.fetchone()
+        return None if row is None else _KINDS.get(row[0], row[0])
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:

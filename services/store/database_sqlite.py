@@ -44,6 +44,11 @@ class _SQLiteCursor(Cursor):
             for position, originator, version, topic, state in self._cur.fetchall()
         ]
 
+    def relation_kind(self, name: str) -> str | None:
+        self._cur.execute("SELECT type FROM sqlite_master WHERE name = ?", (name,))
+        row = self._cur.fetchone()
+        return None if row is None else str(row[0])
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         marks = ", ".join("?" * len(columns))
         self._cur.executemany(
