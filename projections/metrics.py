@@ -5,11 +5,11 @@ Each figure is defined in one sentence in the README, exactly as computed here.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import pairwise
 from typing import Any
 
 from projections.analytics import amount, breakage
@@ -104,16 +104,21 @@ def churn_metrics(
         status[key] += 1
     repeaters = sum(1 for p in histories.values() if len(p) >= 2)
     tiers = {m["month"]: m for m in tier_metrics(db, program, as_of)["changes_per_month"]}
+    calendar = months_before(as_of, months)
+    counts = [[0, 0, 0] for _ in calendar]  # per month: active at start, lapsed, reactivated
+    # Gone before the first month began (no purchase inside the active window of its
+    # start, none after it): neither active at a month's start nor back in one.
+    gone_by = calendar[0].start - active_window
+    for purchases in histories.values():
+        if purchases[-1] <= gone_by:
+            continue
+        moves = _month_by_month(purchases, calendar, active_window, churn_window)
+        for tally, (was_active, lapsed, returned) in zip(counts, moves, strict=True):
+            tally[0] += was_active
+            tally[1] += lapsed
+            tally[2] += returned
     report = []
-    for month in months_before(as_of, months):
-        active_at_start = lapsed = reactivated = 0
-        for purchases in histories.values():
-            if _active_at(purchases, month.start, active_window):
-                active_at_start += 1
-                if _lapses_during(purchases, month, active_window):
-                    lapsed += 1
-            if _returns_during(purchases, month, churn_window):
-                reactivated += 1
+    for month, (active_at_start, lapsed, reactivated) in zip(calendar, counts, strict=True):
         moves = tiers.get(month.label, {"upgrades": 0, "downgrades": 0})
         report.append(
             {
@@ -201,28 +206,40 @@ def liability_history(
 
 
 def _parse(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # iso()'s fixed-width text; fromisoformat reads its "Z" as UTC, at a tenth of strptime's cost
+    return datetime.fromisoformat(text)
 
 
-def _active_at(purchases: list[datetime], at: datetime, window: timedelta) -> bool:
-    return any(at - window < p <= at for p in purchases)
-
-
-def _lapses_during(purchases: list[datetime], month: Month, window: timedelta) -> bool:
-    """Active at the month's start, inactive (no purchase in the trailing window) at some
-    instant before its end: the last purchase before that instant fell out of the window."""
-    last = max(p for p in purchases if p <= month.start)
-    for p in purchases:
-        if month.start < p < month.end:
-            if p - last > window:
-                return True
-            last = p
-    return last + window < month.end
-
-
-def _returns_during(purchases: list[datetime], month: Month, window: timedelta) -> bool:
-    """A purchase in the month by a member whose previous purchase was over `window` before."""
-    return any(month.start <= q < month.end and q - p > window for p, q in pairwise(purchases))
+def _month_by_month(
+    purchases: list[datetime], months: list[Month], active: timedelta, churn: timedelta
+) -> list[tuple[int, int, int]]:
+    """For one member, by month (1 or 0 each): active at the month's start; lapsed during
+    it (active at its start, and at some instant before its end no purchase in the
+    trailing `active` window); reactivated in it (a purchase in the month whose previous
+    purchase was over `churn` before). `purchases` in time order. Bisection, not a scan
+    per month: at a million events the months x members loop was the endpoint's cost."""
+    moves = []
+    for month in months:
+        start, end = month.start, month.end
+        after_start = bisect_right(purchases, start)  # purchases[after_start:] are > start
+        before_end = bisect_left(purchases, end)  # purchases[:before_end] are < end
+        was_active = after_start > 0 and purchases[after_start - 1] > start - active
+        lapsed = False
+        if was_active:
+            last = purchases[after_start - 1]
+            for bought in purchases[after_start:before_end]:
+                if bought - last > active:
+                    lapsed = True
+                    break
+                last = bought
+            else:
+                lapsed = last + active < end
+        returned = any(
+            purchases[k] - purchases[k - 1] > churn
+            for k in range(max(bisect_left(purchases, start), 1), before_end)
+        )
+        moves.append((int(was_active), int(lapsed), int(returned)))
+    return moves
 
 
 SELECT_CAMPAIGNS = (
