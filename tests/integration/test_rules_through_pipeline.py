@@ -217,7 +217,6 @@ async def test_member_events_are_published_in_store_order_and_rebuild_the_ledger
     assert body["state"]["points"] > 0
 
 
-
 async def test_a_stopped_relay_stops_between_pages_of_a_backlog(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
