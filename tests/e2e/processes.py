@@ -69,9 +69,13 @@ def running(
                 proc.kill()
 
 
-def get_json(url: str) -> tuple[int, Any]:
+def get_json(url: str, token: str | None = None) -> tuple[int, Any]:
+    """Status and JSON body (0, None when nothing answers), with a bearer token if given."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

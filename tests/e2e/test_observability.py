@@ -40,19 +40,6 @@ def scrape(port: int) -> Samples | None:
     }
 
 
-def with_token(url: str, token: str | None) -> tuple[int, Any]:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, ConnectionError):
-        return 0, None
-
-
 def test_each_process_reports_what_it_did_on_its_own_metrics_port(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, tmp_path: Path
 ) -> None:
@@ -93,14 +80,14 @@ def test_each_process_reports_what_it_did_on_its_own_metrics_port(
         asyncio.run(publish_lines(lines, kafka_bootstrap, topics))
 
         def served() -> dict[str, Any] | None:
-            status, body = with_token(f"http://127.0.0.1:{api_port}/members/olga", TOKEN)
+            status, body = get_json(f"http://127.0.0.1:{api_port}/members/olga", TOKEN)
             return body if status == 200 and body["balance"] == 40 else None
 
         wait_for(served, timeout=90, what="olga's balance through the API", procs=procs)
 
         # Without the token the read models are refused; the probes never need it.
-        assert with_token(f"http://127.0.0.1:{api_port}/members/olga", None)[0] == 401
-        assert with_token(f"http://127.0.0.1:{api_port}/members/olga", "wrong")[0] == 401
+        assert get_json(f"http://127.0.0.1:{api_port}/members/olga", None)[0] == 401
+        assert get_json(f"http://127.0.0.1:{api_port}/members/olga", "wrong")[0] == 401
         assert get_json(f"http://127.0.0.1:{api_port}/health")[0] == 200
         wait_for(
             lambda: True if get_json(f"http://127.0.0.1:{api_port}/ready")[0] == 200 else None,

@@ -138,6 +138,19 @@ def keyed_message(
     )
 
 
+def buy(who: str, order: str, amount: str, day: str) -> dict[str, Any]:
+    """A purchase in EUR at noon UTC of `day`, its event id made of member and order."""
+    return {
+        "event_id": f"{who}-{order}",
+        "type": "purchase",
+        "member_id": who,
+        "order_id": order,
+        "amount": amount,
+        "currency": "EUR",
+        "occurred_at": f"{day}T12:00:00Z",
+    }
+
+
 def ingest_service(database_url: str) -> IngestService:
     """What a worker process decides and commits with, on a store of its own."""
     return build(Settings(database_url=database_url, daily_sweep=False)).ingest_service()

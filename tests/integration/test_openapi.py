@@ -17,23 +17,11 @@ from services.api.app import create_app
 from services.bootstrap import Context, build
 from services.config import Settings
 from services.program_file import DEFAULT_PROGRAM_PATH
-from tests.integration.harness import commit_events
+from tests.integration.harness import buy, commit_events
 
 pytestmark = pytest.mark.integration
 SEASONAL = DEFAULT_PROGRAM_PATH.parent / "seasonal.toml"
 AS_OF = "2026-07-01T00:00:00Z"
-
-
-def buy(who: str, order: str, amount: str, day: str) -> dict[str, Any]:
-    return {
-        "event_id": f"{who}-{order}",
-        "type": "purchase",
-        "member_id": who,
-        "order_id": order,
-        "amount": amount,
-        "currency": "EUR",
-        "occurred_at": f"{day}T12:00:00Z",
-    }
 
 
 HISTORY = [
