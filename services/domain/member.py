@@ -27,9 +27,10 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, CanMutateAggregate, event
 
 from services.domain.lots import Lot, Order, PendingCredit, Referral
+from services.domain.triggering import build_event
 from services.program import Campaign, Program, Rewarded, reward
 
 __all__ = [
@@ -687,6 +688,17 @@ class Member(Aggregate):
     def _use_campaigns(self, campaigns: Mapping[str, int] | None) -> None:
         for campaign_id in campaigns or ():
             self.campaign_uses[campaign_id] = self.campaign_uses.get(campaign_id, 0) + 1
+
+    def trigger_event(self, event_class: type[CanMutateAggregate[UUID]], **kwargs: Any) -> None:
+        """eventsourcing's, for events this aggregate declares and builds itself: built
+        by `build_event` and applied by their own `apply` (services/domain/triggering.py
+        says why). The version moves only once `apply` returned, as in `mutate`."""
+        version = self._version + 1
+        new_event = build_event(event_class, self._id, version, kwargs)
+        new_event.apply(self)
+        self._version = version
+        self._modified_on = new_event.timestamp
+        self._pending_events.append(new_event)
 
     def _dated(self, at: datetime) -> None:
         if self.latest_at is None or at > self.latest_at:

@@ -1,0 +1,66 @@
+"""`trigger_event` for aggregates whose events are declared classes with their own `apply`.
+
+eventsourcing's own builds each event through its frozen dataclass `__init__` (a guarded
+`setattr` a field, then `__post_init__`) and applies it through `mutate`, which checks the
+event's id and version against the aggregate's. For events an aggregate builds itself both
+hold by construction, and at tens of thousands of events a second the worker felt them
+(~3.8 us against ~1.7 us an event, issue 19). The event is built the way eventsourcing's
+own mapper rebuilds a stored one (`object.__new__`, then its `__dict__`), its fields in
+their declared order, so that it is stored byte for byte as before; it is as frozen
+afterwards as any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import CanMutateAggregate
+
+_REQUIRED = object()
+_FIRST = ("originator_id", "originator_version", "timestamp")
+
+E = TypeVar("E", bound=CanMutateAggregate[UUID])
+
+
+class _Plan:
+    __slots__ = ("fields", "names")
+
+    def __init__(self, event_class: type) -> None:
+        declared = [f for f in dataclasses.fields(event_class) if f.name not in _FIRST]
+        self.fields = tuple(
+            (f.name, _REQUIRED if f.default is dataclasses.MISSING else f.default) for f in declared
+        )
+        self.names = frozenset(name for name, _ in self.fields)
+        if any(f.default_factory is not dataclasses.MISSING for f in declared):
+            raise TypeError(f"{event_class.__qualname__}: default factories are not planned")
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def build_event(
+    event_class: type[E], originator_id: UUID, version: int, kwargs: dict[str, Any]
+) -> E:
+    """The event `event_class(originator_id=..., originator_version=..., timestamp=now,
+    **kwargs)` would build; a missing or unknown field is a TypeError, as there."""
+    plan = _PLANS.get(event_class)
+    if plan is None:
+        plan = _PLANS[event_class] = _Plan(event_class)
+    if not plan.names.issuperset(kwargs):
+        unexpected = sorted(set(kwargs) - plan.names)
+        raise TypeError(f"{event_class.__qualname__} has no field {', '.join(unexpected)}")
+    state: dict[str, Any] = {
+        "originator_id": originator_id,
+        "originator_version": version,
+        "timestamp": event_class.create_timestamp(),
+    }
+    for name, default in plan.fields:
+        value = kwargs.get(name, default)
+        if value is _REQUIRED:
+            raise TypeError(f"{event_class.__qualname__} needs {name}")
+        state[name] = value
+    built: E = object.__new__(event_class)
+    built.__dict__.update(state)
+    return built
