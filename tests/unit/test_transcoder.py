@@ -127,3 +127,9 @@ def test_a_field_that_may_hold_a_uuid_keeps_its_tag() -> None:
     assert stored == Mapper(transcoder=OrjsonTranscoder()).to_stored_event(event)
     restored = mapper.to_domain_event(stored)
     assert restored.other == other and restored.others == [other]  # UUIDs, not strings
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))])))
+def test_a_datetime_is_stored_as_its_isoformat(at: datetime) -> None:
+    stored = orjson.loads(OrjsonTranscoder().encode({"at": at}))
+    assert stored == {"at": {"_type_": "datetime_iso", "_data_": at.isoformat()}}
