@@ -132,9 +132,9 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     env["LOYALTY_PROJECTION_PAGE"] = "1"
     runner = context.projection_runner()
     # The kill must land while rows are missing: it comes as soon as the rebuild is said
-    # (the read models are dropped right after), not once every projection has a
-    # position, which on a quick machine came with every row back (pending pages are
-    # merged into one transaction). One that came too early or too late is tried again.
+    # and the read models were dropped, not once every projection has a position, which
+    # on a quick machine came with every row back (pending pages are merged into one
+    # transaction). The flag stays set after a kill: a retry waits for its own drop.
     for _ in range(5):
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "replay", "projections"],
@@ -144,7 +144,7 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
         )
         asyncio.run(
             wait_until(
-                runner.rebuilding,
+                lambda: runner.rebuilding() and read_models(context) != before,
                 60,
                 "a rebuild under way",
             )
