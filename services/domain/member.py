@@ -31,6 +31,7 @@ from eventsourcing.domain import Aggregate, CanMutateAggregate, event
 
 from services.domain.lots import Lot, Order, PendingCredit, Referral
 from services.domain.triggering import build_event
+from services.domain.window import OrderWindow
 from services.program import Campaign, Program, Rewarded, reward
 
 __all__ = [
@@ -159,6 +160,7 @@ class Member(Aggregate):
         self.last_event_at: datetime | None = None
         self.debt = 0
         self.orders: dict[str, Order] = {}
+        self._window = OrderWindow()  # the orders' qualifying points by time
         self.referral: Referral | None = None
         self.shares_by_day: dict[str, int] = {}  # UTC date (ISO) -> shares recorded that day
         self._lots: list[Lot] = []  # by date, one lot per date; empty while in debt
@@ -198,13 +200,7 @@ class Member(Aggregate):
         return self.tier or program.lowest_tier
 
     def qualifying_points_at(self, program: Program, at: datetime) -> int:
-        since = at - program.qualifying_window
-        total = 0
-        # A plain loop: this runs two or three times per event, over every order.
-        for order in self.orders.values():
-            if since < order.at <= at:
-                total += order.base - order.base_removed
-        return total
+        return self._window.between(at - program.qualifying_window, at)
 
     # ---- commands ------------------------------------------------------------------
 
@@ -732,6 +728,7 @@ class Member(Aggregate):
                 self.points if self.earned is None else self.earned,
                 self.base_points,
             )
+            member._window.add(self.at, self.base_points)
             member._credit(self.at, self.points, self.debt_repaid)
             if self.pending and self.release_at is not None:
                 insort(
@@ -772,6 +769,7 @@ class Member(Aggregate):
             order = member.orders[self.order_id]
             order.refunded += self.amount
             order.base_removed += self.base_points_removed
+            member._window.take(order.at, self.base_points_removed)
             member._take_pending(self.order_id, -self.pending)
             member._take(self.consumed)
             member.debt += self.debt_added

@@ -18,6 +18,7 @@ import orjson
 
 from services.domain.lots import Lot, Order, PendingCredit, Referral
 from services.domain.member import Member
+from services.domain.window import OrderWindow
 
 FORMAT = 1
 NOTHING = Decimal(0)  # Decimals are immutable: every unrefunded order may share it
@@ -121,6 +122,9 @@ def _decode(data: bytes) -> Member | None:
         )
         for k, at, amount, earned, base, refunded, removed in state["orders"]
     }
+    member._window = OrderWindow()
+    for order in member.orders.values():
+        member._window.add(order.at, order.base - order.base_removed)
     referral = state["referral"]
     member.referral = (
         None if referral is None else Referral(referral[0], _when(referral[1]), referral[2])
