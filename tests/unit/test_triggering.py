@@ -65,3 +65,14 @@ def test_a_failing_apply_leaves_the_version_where_it_was() -> None:
             at=datetime(2026, 1, 1, tzinfo=UTC),
         )
     assert member.version == version and len(member.pending_events) == 1
+
+
+def test_a_registered_member_is_what_eventsourcing_s_create_makes() -> None:
+    ours, theirs = Member.register("m-1"), Member("m-1")
+    times = {"_created_on": None, "_modified_on": None, "_pending_events": None}
+    assert {**vars(ours), **times} == {**vars(theirs), **times}
+    (created,), (expected,) = ours.collect_events(), theirs.collect_events()
+    assert type(created) is type(expected) is Member.Registered
+    assert list(vars(created)) == list(vars(expected))
+    assert {**vars(created), "timestamp": None} == {**vars(expected), "timestamp": None}
+    assert ours.created_on == ours.modified_on == created.timestamp
