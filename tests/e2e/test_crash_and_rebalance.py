@@ -35,12 +35,13 @@ from tests.integration.harness import read_to_end, send
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
-# Each life of a killed worker takes in about a thousand messages: the stream must outlast
-# every kill, and last long enough for a second worker to join mid-stream.
-BUYERS = max(1500, 150 * KILLS)
+# Each life of a killed worker takes in one to two thousand messages (more as ingest gets
+# faster): the stream must outlast every kill, and last long enough for a second worker to
+# join mid-stream.
+BUYERS = max(1500, 200 * KILLS)
 # The four-topic stream (about nine messages a buyer) is killed in two phases, three
 # quarters of the kills in the first.
-CROSS_BUYERS = max(900, 160 * KILLS)
+CROSS_BUYERS = max(900, 240 * KILLS)
 CROSS_KILLS = (max(3, KILLS * 3 // 4), max(1, KILLS - max(3, KILLS * 3 // 4)))
 PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
 
