@@ -77,10 +77,13 @@ class ProjectionRunner:
             # The projector and the API start together: PostgreSQL's CREATE ... IF NOT
             # EXISTS is not safe against a concurrent twin, so creators take turns.
             self._db.lock(cur, "projections:schema")
-            cur.execute(CREATE_POSITIONS)
-            cur.execute(CREATE_REBUILDS)
+            cur.create_table(CREATE_POSITIONS)
+            cur.create_table(CREATE_REBUILDS)
+            self._drop_views(cur)  # a table made before may have its columns altered
             for projection in self.projections:
-                for statement in (*projection.create_statements, *projection.index_statements):
+                for statement in projection.create_statements:
+                    cur.create_table(statement)
+                for statement in projection.index_statements:
                     cur.execute(statement)
             self._make_views(cur)
 
@@ -137,7 +140,7 @@ class ProjectionRunner:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
                 cur.execute("DELETE FROM projection_positions WHERE name = ?", (projection.name,))
                 for statement in projection.create_statements:
-                    cur.execute(statement)
+                    cur.create_table(statement)
             self._make_views(cur)
         self._indexes_due = True
 

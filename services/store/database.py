@@ -48,6 +48,13 @@ class Cursor(ABC):
         in order."""
 
     @abstractmethod
+    def create_table(self, statement: str) -> None:
+        """Runs a `CREATE TABLE IF NOT EXISTS <name> (...)`. Its text columns compare
+        bytewise (by code point) in every backend, a table made before included: one
+        order in SQLite and PostgreSQL, and sorts and indexes that cost memcmp, not the
+        locale's rules. No view may stand on the table meanwhile."""
+
+    @abstractmethod
     def relation_kind(self, name: str) -> str | None:
         """What stands under that name: "table", "view", or None for nothing."""
 

@@ -44,6 +44,9 @@ class _SQLiteCursor(Cursor):
             for position, originator, version, topic, state in self._cur.fetchall()
         ]
 
+    def create_table(self, statement: str) -> None:
+        self._cur.execute(statement)  # SQLite's text compares bytewise (BINARY) by default
+
     def relation_kind(self, name: str) -> str | None:
         self._cur.execute("SELECT type FROM sqlite_master WHERE name = ?", (name,))
         row = self._cur.fetchone()

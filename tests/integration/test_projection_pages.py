@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from projections.base import iso
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, default_projections
 from services.bootstrap import Context, build
 from services.config import Settings
 from services.demo import generate
@@ -349,3 +349,49 @@ def test_a_store_with_point_lots_as_a_table_has_it_replaced_by_the_view(
     db.close()
     context.projection_runner().close()  # any process's start-up: the API's, a projector's
     assert read_models(context, "point_lots")["point_lots"] == expected
+
+
+def test_read_models_made_in_the_servers_collation_are_made_bytewise_views_and_all(
+    postgres_url: str,
+) -> None:
+    """Stores made before the read models' text compared bytewise: their tables in the
+    database's own collation (here C.UTF-8, a locale's), views standing on them. Any
+    process's start-up alters them once; the rows stay, and the views come back."""
+    context = build(Settings(database_url=postgres_url, daily_sweep=False))
+    commit_events(context, demo())
+    expected = rebuilt(context, page=40)
+    runner = context.projection_runner()
+    db = context.database()
+    with db.transaction() as cur:  # as the earlier versions made every table
+        runner._drop_views(cur)
+        for projection in runner.projections:
+            for table in projection.tables:
+                cur.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+                cur.execute(f"CREATE TABLE {table} (LIKE old_{table})")
+                cur.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
+                cur.execute(f"DROP TABLE old_{table}")
+                cur.execute(
+                    f'ALTER TABLE {table} ALTER COLUMN aggregate_id TYPE TEXT COLLATE "C.utf8"'
+                )
+        runner._make_views(cur)
+    runner.close()
+    assert len(locale_text(db)) == 9  # aggregate_id, every table
+
+    context.projection_runner().close()  # the API's start-up, or a projector's
+    assert locale_text(db) == []
+    assert read_models(context, "projection_positions", "point_lots") == expected
+    db.close()
+
+
+def locale_text(db: Any) -> list[tuple[Any, ...]]:
+    """Text columns of the read models' tables that do not compare bytewise."""
+    tables = [t for p in default_projections(["bronze"]) for t in p.tables]
+    return list(
+        db.query(
+            "SELECT c.relname, a.attname FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_collation l ON l.oid = a.attcollation "
+            "WHERE c.relkind = 'r' AND c.relname = ANY(?) "
+            "AND a.atttypid = 'text'::regtype AND l.collname <> 'C'",
+            (tables,),
+        )
+    )

@@ -114,3 +114,41 @@ def test_notifications_come_in_store_order_after_a_position(database_url: str) -
     assert {UUID(n[1]) for n in page + rest} == {m.id for m in members}
     assert all(n[1] == str(UUID(n[1])) and n[2] == 1 for n in page + rest)
     assert all(n[3].endswith("Member.Registered") and n[4].startswith(b"{") for n in page)
+
+
+WORDS = ["a", "B", "é", "Z", "ab", "a b", "Ä", "_x", "10", "9"]
+
+
+def words(db: Database) -> list[str]:
+    return [str(row[0]) for row in db.query("SELECT word FROM words ORDER BY word")]
+
+
+def test_text_of_tables_it_creates_orders_bytewise_in_every_backend(database_url: str) -> None:
+    db = connect(database_url)
+    with db.transaction() as cur:
+        cur.create_table("CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY, n BIGINT)")
+        cur.insert("words", ("word", "n"), [(w, i) for i, w in enumerate(WORDS)])
+    assert words(db) == sorted(WORDS, key=str.encode)
+    with db.transaction() as cur:  # made again: nothing changes
+        cur.create_table("CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY, n BIGINT)")
+    assert words(db) == sorted(WORDS, key=str.encode)
+    db.close()
+
+
+def test_a_table_made_in_a_locales_order_is_made_bytewise_rows_and_keys_kept(
+    postgres_url: str,
+) -> None:
+    db = connect(postgres_url)
+    with db.transaction() as cur:  # a server whose default collation is a language's
+        cur.execute('CREATE TABLE words (word TEXT COLLATE "und-x-icu" PRIMARY KEY, n BIGINT)')
+        cur.insert("words", ("word", "n"), [(w, i) for i, w in enumerate(WORDS)])
+    assert words(db) != sorted(WORDS, key=str.encode)  # "B" after "a", for one
+    with db.transaction() as cur:
+        cur.create_table("CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY, n BIGINT)")
+    assert words(db) == sorted(WORDS, key=str.encode)
+    assert sorted(db.query("SELECT word, n FROM words")) == sorted(
+        (w, i) for i, w in enumerate(WORDS)
+    )
+    with pytest.raises(Exception, match="duplicate key"), db.transaction() as cur:
+        cur.insert("words", ("word", "n"), [("B", 99)])
+    db.close()
