@@ -35,13 +35,13 @@ from tests.integration.harness import read_to_end, send
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("LOYALTY_CHAOS_KILLS", "4"))
-# Each life of a killed worker takes in one to two thousand messages (more as ingest gets
-# faster): the stream must outlast every kill, and last long enough for a second worker to
-# join mid-stream.
-BUYERS = max(1500, 200 * KILLS)
+# Each life of a killed worker takes in one to three thousand messages (more as ingest
+# gets faster): the stream must outlast every kill, and last long enough for a second
+# worker to join mid-stream.
+BUYERS = max(1500, 300 * KILLS)
 # The four-topic stream (about nine messages a buyer) is killed in two phases, three
 # quarters of the kills in the first.
-CROSS_BUYERS = max(900, 240 * KILLS)
+CROSS_BUYERS = max(2000, 400 * KILLS)
 CROSS_KILLS = (max(3, KILLS * 3 // 4), max(1, KILLS - max(3, KILLS * 3 // 4)))
 PURCHASE_RECORDED = "services.domain.member:Member.PurchaseRecorded"
 
@@ -239,7 +239,7 @@ def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, published: Published, tmp_path: Path
 ) -> None:
     env = worker_env(kafka_bootstrap, postgres_url, topics)
-    env["LOYALTY_BATCH_MAX"] = "40"  # slower: the stream must last well past the join
+    env["LOYALTY_BATCH_MAX"] = "10"  # slower: the stream must last well past the join
     total = len(published.records)
     first = start_worker(env, tmp_path / "first.log")
     second = None
@@ -256,6 +256,7 @@ def test_a_second_worker_joining_and_leaving_mid_stream_changes_nothing(
             [first, second],
         )
         joined_at = accounted(postgres_url)
+        print(f"the second worker joined after {joined_at} of {total} messages")
         assert joined_at + 1000 < total, "the stream nearly ended before the second worker joined"
         wait_for(
             lambda: True if accounted(postgres_url) > joined_at + 1000 else None,
