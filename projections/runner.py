@@ -79,7 +79,6 @@ class ProjectionRunner:
             self._db.lock(cur, "projections:schema")
             cur.create_table(CREATE_POSITIONS)
             cur.create_table(CREATE_REBUILDS)
-            self._drop_views(cur)  # a table made before may have its columns altered
             for projection in self.projections:
                 for statement in projection.create_statements:
                     cur.create_table(statement)

@@ -49,10 +49,9 @@ class Cursor(ABC):
 
     @abstractmethod
     def create_table(self, statement: str) -> None:
-        """Runs a `CREATE TABLE IF NOT EXISTS <name> (...)`. Its text columns compare
-        bytewise (by code point) in every backend, a table made before included: one
-        order in SQLite and PostgreSQL, and sorts and indexes that cost memcmp, not the
-        locale's rules. No view may stand on the table meanwhile."""
+        """Runs a `CREATE TABLE`. Its text columns compare bytewise (by code point) in
+        every backend: one order in SQLite and PostgreSQL, and sorts and indexes that
+        cost memcmp, not a locale's rules. A table that exists is left as it is."""
 
     @abstractmethod
     def relation_kind(self, name: str) -> str | None:

@@ -351,33 +351,39 @@ def test_a_store_with_point_lots_as_a_table_has_it_replaced_by_the_view(
     assert read_models(context, "point_lots")["point_lots"] == expected
 
 
-def test_read_models_made_in_the_servers_collation_are_made_bytewise_views_and_all(
+def test_read_models_made_in_the_databases_collation_serve_and_a_replay_makes_them_bytewise(
     postgres_url: str,
 ) -> None:
-    """Stores made before the read models' text compared bytewise: their tables in the
-    database's own collation (here C.UTF-8, a locale's), views standing on them. Any
-    process's start-up alters them once; the rows stay, and the views come back."""
+    """Stores made before the read models' text compared bytewise have their tables in the
+    database's collation (C.UTF-8 here, a locale's). A start-up leaves them as they are
+    (no table rewritten under the API's feet); a projection made anew meanwhile sits
+    beside them and the views join the two; a replay makes them all bytewise."""
     context = build(Settings(database_url=postgres_url, daily_sweep=False))
     commit_events(context, demo())
     expected = rebuilt(context, page=40)
     runner = context.projection_runner()
     db = context.database()
-    with db.transaction() as cur:  # as the earlier versions made every table
+    with db.transaction() as cur:  # as the earlier versions made every table but one
         runner._drop_views(cur)
         for projection in runner.projections:
+            if projection.name == "balances":
+                continue
             for table in projection.tables:
-                cur.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
-                cur.execute(f"CREATE TABLE {table} (LIKE old_{table})")
-                cur.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
-                cur.execute(f"DROP TABLE old_{table}")
-                cur.execute(
-                    f'ALTER TABLE {table} ALTER COLUMN aggregate_id TYPE TEXT COLLATE "C.utf8"'
-                )
+                cur.execute(f"ALTER TABLE {table} ALTER COLUMN aggregate_id TYPE TEXT")
         runner._make_views(cur)
     runner.close()
-    assert len(locale_text(db)) == 9  # aggregate_id, every table
+    assert len(locale_text(db)) == 8  # aggregate_id of every table but member_balances
 
     context.projection_runner().close()  # the API's start-up, or a projector's
+    assert len(locale_text(db)) == 8
+    assert read_models(context, "projection_positions", "point_lots") == expected
+    joined = "SELECT COUNT(*) FROM member_balances b JOIN member_purchases p USING (aggregate_id)"
+    assert db.query(joined)[0][0] == len(expected["member_purchases"])
+    assert db.query("SELECT COUNT(*) FROM member_rfm")[0][0] > 0
+
+    replay = context.projection_runner()
+    replay.rebuild()
+    replay.close()
     assert locale_text(db) == []
     assert read_models(context, "projection_positions", "point_lots") == expected
     db.close()
