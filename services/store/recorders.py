@@ -144,6 +144,14 @@ def _receipt_rows(receipts: Iterable[Receipt]) -> bytes:
     return b"".join(parts)
 
 
+def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
+    """PostgreSQL's rows of (originator_id, originator_version, topic, state)."""
+    return [
+        StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+        for r in rows
+    ]
+
+
 def _trackings(checkpoint: Checkpoint) -> list[Tracking]:
     # Positions go through eventsourcing's tracking records, which refuse to move back.
     return [
@@ -219,12 +227,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
         )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (list(originator_ids),))
-            return [
-                StoredEvent(
-                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
-                )
-                for r in curs.fetchall()
-            ]
+            return _stored_events(curs.fetchall())
 
     @property
     def events_after_statement(self) -> Composed:
@@ -254,12 +257,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
             # as a connection option, which poolers such as PgBouncer refuse by default.
             curs.execute(NO_JIT)
             curs.execute(self.events_after_statement, (ids, [versions[i] for i in ids]))
-            return [
-                StoredEvent(
-                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
-                )
-                for r in curs.fetchall()
-            ]
+            return _stored_events(curs.fetchall())
 
     def insert_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -298,12 +296,7 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (aggregate_id, after, upto if upto is not None else 2**62))
-            return [
-                StoredEvent(
-                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
-                )
-                for r in curs.fetchall()
-            ]
+            return _stored_events(curs.fetchall())
 
     def input_trackings(self, name: str) -> list[tuple[str, int]]:
         statement = SQL(SELECT_INPUT_TRACKING.format(table="{0}.{1}", p="%s")).format(
