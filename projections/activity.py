@@ -87,27 +87,25 @@ class ActivityProjection(Projection):
         refunds: list[Row] = []
         for e in events:
             kind = e.kind
-            campaigns = e.data.get("campaigns")
+            campaigns = e.data.campaigns
             if campaigns:
-                order_id = e.data.get("order_id")
+                order_id = e.data.order_id
                 rewards.extend(
                     (e.aggregate_id, e.version, campaign_id, kind, e.at, points, order_id)
                     for campaign_id, points in campaigns.items()
                 )
             if kind == "PurchaseRecorded":
                 purchases.append(
-                    (e.aggregate_id, e.version, e.at, e.data["order_id"], cents(e.data["amount"]))
+                    (e.aggregate_id, e.version, e.at, e.data.order_id, cents(e.data.amount))
                 )
             elif kind == "RefundRecorded":
                 refunds.append(
-                    (e.aggregate_id, e.version, e.at, e.data["order_id"], cents(e.data["amount"]))
+                    (e.aggregate_id, e.version, e.at, e.data.order_id, cents(e.data.amount))
                 )
             elif kind == "TierChanged":
                 tier_changes.append(self._tier_change(e))
             elif kind == "BadgeEarned":
-                badges.append(
-                    (e.aggregate_id, e.data["badge_id"], e.at, e.data.get("event_id"), e.version)
-                )
+                badges.append((e.aggregate_id, e.data.badge_id, e.at, e.data.event_id, e.version))
         cur.insert("member_purchases", PURCHASE_COLUMNS, purchases)
         cur.insert("member_refunds", REFUND_COLUMNS, refunds)
         cur.insert("tier_changes", TIER_CHANGE_COLUMNS, tier_changes)
@@ -115,7 +113,7 @@ class ActivityProjection(Projection):
         cur.insert("campaign_rewards", REWARD_COLUMNS, rewards)
 
     def _tier_change(self, e: Event) -> Row:
-        from_tier, to_tier = e.data["from_tier"], e.data["to_tier"]
+        from_tier, to_tier = e.data.from_tier, e.data.to_tier
         up = self._rank.get(to_tier, 0) > self._rank.get(from_tier, 0)
         at = e.at
         return (

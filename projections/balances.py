@@ -92,7 +92,7 @@ class BalancesProjection(Projection):
             if key not in rows:
                 rows[key] = [
                     key,
-                    data["member_id"],
+                    data.member_id,
                     0,
                     self._lowest_tier,
                     0,
@@ -108,27 +108,25 @@ class BalancesProjection(Projection):
         if row is None:
             return  # not registered: nothing to update
         if kind == "TierChanged":
-            row[TIER] = data["to_tier"]
-            row[QUALIFYING] = data["qualifying_points"]
+            row[TIER] = data.to_tier
+            row[QUALIFYING] = data.qualifying_points
             row[POSITION] = position
             return
         if kind == "Enrolled":
             row[ENROLLED_AT] = at
-            row[BIRTH_DATE] = data.get("birth_date")
-        pending = data.get("pending")
+            row[BIRTH_DATE] = data.birth_date
+        pending = data.pending
         if pending:
             row[PENDING] += int(pending)
-        balance = data.get("balance")
+        balance = data.balance
         if balance is not None:
             row[BALANCE] = balance
             if kind in LIFETIME_EVENTS:
-                row[LIFETIME] += int(data["points"])
+                row[LIFETIME] += int(data.points)
             row[POSITION] = position
         # Sweeps (expiries, tier reviews) are not the member's own events: no event_id.
-        if data.get("event_id") is not None and (
-            row[LAST_EVENT_AT] is None or row[LAST_EVENT_AT] < at
-        ):
+        if data.event_id is not None and (row[LAST_EVENT_AT] is None or row[LAST_EVENT_AT] < at):
             row[LAST_EVENT_AT] = at
-        qualifying = data.get("qualifying_points")
+        qualifying = data.qualifying_points
         if qualifying is not None:
             row[QUALIFYING] = qualifying

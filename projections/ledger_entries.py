@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import ClassVar
 
 from projections.base import Projection
@@ -33,6 +34,7 @@ DETAIL_FIELDS = (
     "release_at",
     "reason",
 )
+_details = attrgetter(*DETAIL_FIELDS)
 
 
 class LedgerEntriesProjection(Projection):
@@ -63,14 +65,15 @@ class LedgerEntriesProjection(Projection):
 def entries(events: Sequence[Event]) -> list[Row]:
     rows: list[Row] = []
     for _, key, version, kind, at, data in events:
-        get = data.get
-        points = get("points")
-        balance = get("balance")
+        points = data.points
+        balance = data.balance
         # A movement is an event that carries both the points moved and the balance after.
         if points is None or balance is None:
             continue
-        details = [f"{n}={plain(v)}" for n in DETAIL_FIELDS if (v := get(n))]
-        campaigns = get("campaigns")
+        details = [
+            f"{n}={plain(v)}" for n, v in zip(DETAIL_FIELDS, _details(data), strict=True) if v
+        ]
+        campaigns = data.campaigns
         if campaigns:
             details.append("campaigns=" + " ".join(f"{c}:{p}" for c, p in campaigns.items()))
         rows.append(
@@ -81,9 +84,9 @@ def entries(events: Sequence[Event]) -> list[Row]:
                 kind,
                 int(points),
                 int(balance),
-                get("event_id"),
+                data.event_id,
                 ", ".join(details) or None,
-                int(get("pending") or 0),
+                int(data.pending or 0),
             )
         )
     return rows

@@ -72,32 +72,32 @@ def movements(events: Sequence[Event]) -> list[Row]:
     append = rows.append
     for _, key, version, kind, at, data in events:
         if kind in CREDITS:
-            lot = int(data["points"]) - int(data["debt_repaid"])
+            lot = int(data.points) - int(data.debt_repaid)
             if lot > 0:
                 append((key, version, 0, at, at, lot))
         elif kind in TAKES:
-            for seq, (tagged, taken) in enumerate(data["consumed"]):
+            for seq, (tagged, taken) in enumerate(data.consumed):
                 date = instant(tagged)
                 append((key, version, seq, at if at > date else date, date, -int(taken)))
         elif kind == "PointsExpired":
             # `points` is the (negative) change of the balance: all that the lot held.
-            date = instant(data["lot_date"])
-            append((key, version, 0, at if at > date else date, date, int(data["points"])))
+            date = instant(data.lot_date)
+            append((key, version, 0, at if at > date else date, date, int(data.points)))
     return rows
 
 
 def _pending_moves(events: Sequence[Event]) -> list[Row]:
     rows: list[Row] = []
     for _, key, version, kind, at, data in events:
-        pending = data.get("pending")
+        pending = data.pending
         if not pending or kind not in ("PurchaseRecorded", "RefundRecorded"):
             continue
-        release_at = data.get("release_at")
+        release_at = data.release_at
         rows.append(
             (
                 key,
                 version,
-                data["order_id"],
+                data.order_id,
                 at,
                 None if release_at is None else instant(release_at),
                 int(pending),
