@@ -28,6 +28,7 @@ TIER_CHANGE_COLUMNS = (
 
 class ActivityProjection(Projection):
     name: ClassVar[str] = "activity"
+    cost: ClassVar[float] = 1.0
     tables: ClassVar[tuple[str, ...]] = (
         "member_purchases",
         "tier_changes",

@@ -45,6 +45,7 @@ LIFETIME_EVENTS = CREDITS | {"RefundRecorded"}
 
 class BalancesProjection(Projection):
     name: ClassVar[str] = "balances"
+    cost: ClassVar[float] = 3.5
     tables: ClassVar[tuple[str, ...]] = (TABLE,)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS member_balances ("

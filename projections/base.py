@@ -34,6 +34,9 @@ class Projection(ABC):
     # SQL views over the tables (name -> SELECT), for analysts: made after the tables,
     # dropped before them (a table with a view on it cannot be dropped).
     views: ClassVar[Mapping[str, str]] = {}
+    # Its Python time per event, relative to the others': a long catch-up shared among
+    # processes groups the projections by it (ProjectionRunner.groups).
+    cost: ClassVar[float] = 1.0
 
     @abstractmethod
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:

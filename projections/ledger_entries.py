@@ -39,6 +39,7 @@ _details = attrgetter(*DETAIL_FIELDS)
 
 class LedgerEntriesProjection(Projection):
     name: ClassVar[str] = "ledger_entries"
+    cost: ClassVar[float] = 1.5
     tables: ClassVar[tuple[str, ...]] = (TABLE,)
     create_statements: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS ledger_entries ("

@@ -38,6 +38,7 @@ class LotsProjection(Projection):
     """Lots by date: how much of a member's points expires when (debt is not a lot)."""
 
     name: ClassVar[str] = "lots"
+    cost: ClassVar[float] = 1.0
     tables: ClassVar[tuple[str, ...]] = (MOVEMENTS, PENDING)
     # Their keys too: nothing they write reads them (see Projection.index_statements).
     create_statements: ClassVar[tuple[str, ...]] = (

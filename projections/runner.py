@@ -8,6 +8,12 @@ projection. Each projection applies its pages in a thread and a connection of it
 one transaction per page (or per run of pages queued while it was busy) with its
 position, so the four write side by side (PostgreSQL works on them while Python decodes
 and folds the next pages), and none waits for the slowest at every page.
+
+A long catch-up (a replay, a projector starting far behind) is shared among processes:
+one interpreter decodes and folds on one core at a time, whatever its threads. Each
+process takes a group of projections and reads the log itself; the groups' locks and
+positions are the same as a thread's, so a process killed at any instant loses nothing
+and the one that follows resumes after its last committed page.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import bisect
 import gc
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,8 +55,16 @@ SAVE_POSITION = (
 # take several pages in one transaction.
 AHEAD = 40_000
 
+# Events the slowest projection must be behind before a catch-up is shared among
+# processes: starting one (a fresh interpreter, its imports) costs about a second.
+PROCESSES_FROM = 200_000
+
 Progress = Callable[[int, int], None]
 Page = tuple[int, list[Event]]  # (the position the page follows, its events in order)
+# Catches up the named projections in the calling process, in pages of the given size,
+# until the log's end or until the process with the given pid is gone; pickled into each
+# process a shared catch-up starts.
+CatchUpApart = Callable[[tuple[str, ...], int, int], None]
 
 
 def now() -> datetime:
@@ -62,12 +78,17 @@ class ProjectionRunner:
         connect: Callable[[], Database],
         projections: Sequence[Projection],
         page: int = 5000,
+        processes: int = 1,
+        apart: CatchUpApart | None = None,
     ) -> None:
         self._ledger = ledger
         self._table = ledger.events_table()
         self._db = connect()
         self.projections = list(projections)
         self.page = page
+        self._processes = processes if apart is not None else 1
+        self._apart = apart
+        self.processes_from = PROCESSES_FROM
         self._writers = {p.name: connect() for p in self.projections}
         self._indexes_due = False  # reset() left the tables without their read indexes
         self._pool = ThreadPoolExecutor(len(self.projections), thread_name_prefix="projection")
@@ -168,6 +189,10 @@ class ProjectionRunner:
         """Applies the log up to its end (or until `should_stop`); returns the
         notifications read."""
         total = 0
+        if self._processes > 1 and self._behind() >= self.processes_from:
+            total += self.catch_up_apart(progress, should_stop)
+            if should_stop():
+                return total
         with _collector_paused():
             # A round ends early when another runner moved a projection meanwhile: the
             # next one starts again from where the last projection stands.
@@ -181,6 +206,66 @@ class ProjectionRunner:
                 building.result()
             self._indexes_due = False
         return total
+
+    def _behind(self) -> int:
+        return self._ledger.last_position() - min(self.positions().values())
+
+    def groups(self, count: int) -> list[tuple[str, ...]]:
+        """The projections in at most `count` groups of about equal work, heaviest first."""
+        loads: list[tuple[float, list[str]]] = []
+        for projection in sorted(self.projections, key=lambda p: -p.cost):
+            if len(loads) < count:
+                loads.append((projection.cost, [projection.name]))
+                continue
+            lightest = min(range(len(loads)), key=lambda i: loads[i][0])
+            load, names = loads[lightest]
+            loads[lightest] = (load + projection.cost, [*names, projection.name])
+        return [tuple(names) for _, names in loads]
+
+    def catch_up_apart(
+        self, progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Each group of projections catches up in a process of its own, while this one
+        reports progress; returns how far the slowest projection moved. A process that
+        fails leaves its projections where it stopped: `catch_up`, which calls this
+        first, takes them on in this process (and meets the error again, if it lasts)."""
+        if self._apart is None:
+            raise ValueError("this runner was given no way to start a catch-up apart")
+        start = min(self.positions().values())
+        # "spawn": a fork would copy this process's threads' locks and connections.
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(
+                target=self._apart,
+                args=(group, self.page, os.getpid()),
+                name=f"projections:{'+'.join(group)}",
+                daemon=True,
+            )
+            for group in self.groups(self._processes)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            while any(process.is_alive() for process in processes):
+                if should_stop():
+                    break
+                if progress is not None:
+                    progress(min(self.positions().values()), self._ledger.last_position())
+                for process in processes:
+                    process.join(timeout=0.5 / len(processes))
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()  # mid-page: its transaction rolls back
+                process.join()
+        for process in processes:
+            if process.exitcode != 0:
+                log.warning(
+                    "%s exited with %s; this process takes its projections on",
+                    process.name,
+                    process.exitcode,
+                )
+        return min(self.positions().values()) - start
 
     def run_forever(self, should_stop: Callable[[], bool], idle_seconds: float = 0.2) -> None:
         """Follows the store until `should_stop`, waiting out its outages: a page that

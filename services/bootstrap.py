@@ -5,8 +5,14 @@ Nothing connects at import time; each entry point calls one of these builders.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from projections.base import Projection
 from projections.runner import ProjectionRunner, default_projections
 from services.config import Settings
 from services.ingest.consumer import IngestLoop
@@ -18,6 +24,7 @@ from services.relay import RELAY_TRACKING_NAME, MemberEventRelay
 from services.store.database import Database, connect
 from services.store.leadership import leadership
 from services.store.ledger import Ledger
+from services.store.urls import DatabaseUrl
 from services.validation import Decoder
 
 
@@ -47,12 +54,23 @@ class Context:
 
     def projection_runner(self) -> ProjectionRunner:
         """Every read model, following this store, with its tables created."""
-        tiers = [tier.name for tier in self.program.tiers]
+        settings = self.settings
         runner = ProjectionRunner(
-            self.ledger, self.database, default_projections(tiers), self.settings.projection_page
+            self.ledger,
+            self.database,
+            self.projections(),
+            settings.projection_page,
+            # SQLite takes one writer at a time: processes would only queue for it.
+            processes=settings.projection_processes if _is_postgres(settings) else 1,
+            apart=partial(catch_up_apart, settings),
         )
         runner.setup()
         return runner
+
+    def projections(self, names: Sequence[str] | None = None) -> list[Projection]:
+        """Every read model, or those named."""
+        every = default_projections([tier.name for tier in self.program.tiers])
+        return every if names is None else [p for p in every if p.name in names]
 
     def database(self) -> Database:
         return connect(self.settings.database_url)
@@ -65,6 +83,27 @@ class Context:
             leadership=leadership(self.settings.database_url, RELAY_TRACKING_NAME),
             security=self.settings.kafka_security,
         )
+
+
+def catch_up_apart(settings: Settings, names: tuple[str, ...], page: int, parent: int) -> None:
+    """A process's share of a catch-up shared among processes (ProjectionRunner): the
+    named projections, until the log's end or until the process that started this one
+    is gone (a replay killed mid-way must not leave helpers rebuilding behind the next)."""
+    if multiprocessing.parent_process() is not None:
+        # Ctrl-C reaches the whole process group: the parent decides when to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context = build(settings)
+    # Neither `setup` (the tables are there, and their read indexes wait for the end of
+    # the load) nor processes of its own.
+    runner = ProjectionRunner(context.ledger, context.database, context.projections(names), page)
+    try:
+        runner.catch_up(should_stop=lambda: os.getppid() != parent)
+    finally:
+        runner.close()
+
+
+def _is_postgres(settings: Settings) -> bool:
+    return DatabaseUrl.parse(settings.database_url).is_postgres
 
 
 def build(settings: Settings | None = None) -> Context:

@@ -204,6 +204,9 @@ class Settings:
     batch_max_messages: int = 5000
     batch_max_seconds: float = 0.2
     projection_page: int = 5000
+    # Processes a long catch-up of the read models (a replay, a projector far behind) is
+    # shared among, PostgreSQL only: one per core, at most one per projection group.
+    projection_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     topics: Topics = field(default_factory=Topics)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -235,6 +238,20 @@ class Settings:
             batch_max_messages=int(env.get("LOYALTY_BATCH_MAX", str(cls.batch_max_messages))),
             batch_max_seconds=float(env.get("LOYALTY_BATCH_SECONDS", str(cls.batch_max_seconds))),
             projection_page=int(env.get("LOYALTY_PROJECTION_PAGE", str(cls.projection_page))),
+            projection_processes=_at_least_one(
+                "LOYALTY_PROJECTION_PROCESSES",
+                env.get("LOYALTY_PROJECTION_PROCESSES", str(min(4, os.cpu_count() or 1))),
+            ),
             topics=topics,
             kafka_security=KafkaSecurity.from_env(env),
         )
+
+
+def _at_least_one(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return number

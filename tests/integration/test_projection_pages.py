@@ -5,6 +5,7 @@ turns on the same store."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import pytest
 
 from projections.base import iso
 from projections.runner import ProjectionRunner, default_projections
-from services.bootstrap import Context, build
+from services.bootstrap import Context, build, catch_up_apart
 from services.config import Settings
 from services.demo import generate
 from services.domain.member import Member
@@ -401,3 +402,65 @@ def locale_text(db: Any) -> list[tuple[Any, ...]]:
             (tables,),
         )
     )
+
+
+def test_a_catch_up_shared_among_processes_gives_the_rows_of_one(postgres_url: str) -> None:
+    context = build(Settings(database_url=postgres_url, daily_sweep=False, projection_processes=2))
+    commit_events(context, demo())
+    expected = rebuilt(context, page=5000)  # a few hundred events: under the threshold
+
+    runner = context.projection_runner()
+    assert runner.groups(2) == [("balances",), ("ledger_entries", "activity", "lots")]
+    assert runner.groups(4) == [("balances",), ("ledger_entries",), ("activity",), ("lots",)]
+    runner.reset()
+    runner.page = 40
+    seen: list[tuple[int, int]] = []
+    moved = runner.catch_up_apart(lambda done, total: seen.append((done, total)))
+    last = context.ledger.last_position()
+    # The processes moved every projection to the end; this one only watched.
+    assert moved == last
+    assert set(runner.positions().values()) == {last}
+    assert seen and all(total == last for _, total in seen)
+    runner.catch_up()  # builds the read indexes the reset left for the end
+    assert read_models(context, "projection_positions", "point_lots") == expected
+    assert refused_duplicates(context) == set(KEYED)
+
+
+def failing_catch_up(names: tuple[str, ...], page: int, parent: int) -> None:
+    raise RuntimeError(f"{names} could not start")
+
+
+def test_projections_a_process_failed_to_move_are_caught_up_by_the_runner(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = build(Settings(database_url=postgres_url, daily_sweep=False))
+    commit_events(context, demo())
+    expected = rebuilt(context, page=5000)
+    runner = ProjectionRunner(
+        context.ledger,
+        context.database,
+        context.projections(),
+        page=40,
+        processes=2,
+        apart=failing_catch_up,
+    )
+    runner.processes_from = 0
+    runner.reset()
+    runner.catch_up()
+    failed = [r.getMessage() for r in caplog.records if "exited with 1" in r.getMessage()]
+    assert len(failed) == 2, failed
+    assert read_models(context, "projection_positions", "point_lots") == expected
+
+
+def test_a_process_sharing_a_catch_up_stops_once_its_parent_is_gone(postgres_url: str) -> None:
+    settings = Settings(database_url=postgres_url, daily_sweep=False)
+    context = build(settings)
+    commit_events(context, demo())
+    runner = context.projection_runner()
+    runner.reset()
+    last = context.ledger.last_position()
+
+    catch_up_apart(settings, ("balances",), 40, parent=-1)  # not this process's parent
+    assert runner.positions()["balances"] == 0
+    catch_up_apart(settings, ("balances",), 40, parent=os.getppid())
+    assert runner.positions() == {"balances": last, "ledger_entries": 0, "activity": 0, "lots": 0}
