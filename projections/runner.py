@@ -61,10 +61,11 @@ PROCESSES_FROM = 200_000
 
 Progress = Callable[[int, int], None]
 Page = tuple[int, list[Event]]  # (the position the page follows, its events in order)
-# Catches up the named projections in the calling process, in pages of the given size,
-# until the log's end or until the process with the given pid is gone; pickled into each
-# process a shared catch-up starts.
-CatchUpApart = Callable[[tuple[str, ...], int, int], None]
+# Catches up the named projections in the calling process, in pages of the given size
+# (then builds their read indexes, if the flag says they are due), until the log's end
+# or until the process with the given pid is gone; pickled into each process a shared
+# catch-up starts.
+CatchUpApart = Callable[[tuple[str, ...], int, bool, int], None]
 
 
 def now() -> datetime:
@@ -90,7 +91,8 @@ class ProjectionRunner:
         self._apart = apart
         self.processes_from = PROCESSES_FROM
         self._writers = {p.name: connect() for p in self.projections}
-        self._indexes_due = False  # reset() left the tables without their read indexes
+        # reset() left the tables without their read indexes: the catch-up builds them at the end
+        self.indexes_due = False
         self._pool = ThreadPoolExecutor(len(self.projections), thread_name_prefix="projection")
 
     def setup(self) -> None:
@@ -162,7 +164,7 @@ class ProjectionRunner:
                 for statement in projection.create_statements:
                     cur.create_table(statement)
             self._make_views(cur)
-        self._indexes_due = True
+        self.indexes_due = True
 
     def _views(self) -> list[tuple[str, str]]:
         return [(name, sql) for p in self.projections for name, sql in p.views.items()]
@@ -200,11 +202,11 @@ class ProjectionRunner:
                 total += read
                 if should_stop():
                     return total
-        if self._indexes_due:
+        if self.indexes_due:
             # Side by side too: the largest tables' indexes take the most time.
             for building in [self._pool.submit(self._index, p) for p in self.projections]:
                 building.result()
-            self._indexes_due = False
+            self.indexes_due = False
         return total
 
     def _behind(self) -> int:
@@ -237,7 +239,8 @@ class ProjectionRunner:
         processes = [
             context.Process(
                 target=self._apart,
-                args=(group, self.page, os.getpid()),
+                # A group that ends first builds its indexes while the others still load.
+                args=(group, self.page, self.indexes_due, os.getpid()),
                 name=f"projections:{'+'.join(group)}",
                 daemon=True,
             )

@@ -85,10 +85,13 @@ class Context:
         )
 
 
-def catch_up_apart(settings: Settings, names: tuple[str, ...], page: int, parent: int) -> None:
+def catch_up_apart(
+    settings: Settings, names: tuple[str, ...], page: int, indexes_due: bool, parent: int
+) -> None:
     """A process's share of a catch-up shared among processes (ProjectionRunner): the
-    named projections, until the log's end or until the process that started this one
-    is gone (a replay killed mid-way must not leave helpers rebuilding behind the next)."""
+    named projections, then their read indexes if due, until the log's end or until the
+    process that started this one is gone (a replay killed mid-way must not leave
+    helpers rebuilding behind the next)."""
     if multiprocessing.parent_process() is not None:
         # Ctrl-C reaches the whole process group: the parent decides when to stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,6 +99,7 @@ def catch_up_apart(settings: Settings, names: tuple[str, ...], page: int, parent
     # Neither `setup` (the tables are there, and their read indexes wait for the end of
     # the load) nor processes of its own.
     runner = ProjectionRunner(context.ledger, context.database, context.projections(names), page)
+    runner.indexes_due = indexes_due
     try:
         runner.catch_up(should_stop=lambda: os.getppid() != parent)
     finally:

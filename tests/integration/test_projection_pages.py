@@ -421,12 +421,13 @@ def test_a_catch_up_shared_among_processes_gives_the_rows_of_one(postgres_url: s
     assert moved == last
     assert set(runner.positions().values()) == {last}
     assert seen and all(total == last for _, total in seen)
-    runner.catch_up()  # builds the read indexes the reset left for the end
-    assert read_models(context, "projection_positions", "point_lots") == expected
+    # Each process built its projections' read indexes once it reached the end.
     assert refused_duplicates(context) == set(KEYED)
+    runner.catch_up()
+    assert read_models(context, "projection_positions", "point_lots") == expected
 
 
-def failing_catch_up(names: tuple[str, ...], page: int, parent: int) -> None:
+def failing_catch_up(names: tuple[str, ...], page: int, indexes_due: bool, parent: int) -> None:
     raise RuntimeError(f"{names} could not start")
 
 
@@ -460,7 +461,7 @@ def test_a_process_sharing_a_catch_up_stops_once_its_parent_is_gone(postgres_url
     runner.reset()
     last = context.ledger.last_position()
 
-    catch_up_apart(settings, ("balances",), 40, parent=-1)  # not this process's parent
+    catch_up_apart(settings, ("balances",), 40, False, parent=-1)  # not this process's parent
     assert runner.positions()["balances"] == 0
-    catch_up_apart(settings, ("balances",), 40, parent=os.getppid())
+    catch_up_apart(settings, ("balances",), 40, False, parent=os.getppid())
     assert runner.positions() == {"balances": last, "ledger_entries": 0, "activity": 0, "lots": 0}
