@@ -206,7 +206,7 @@ class Settings:
     projection_page: int = 5000
     # Processes a long catch-up of the read models (a replay, a projector far behind) is
     # shared among, PostgreSQL only: one per core, at most one per projection group.
-    projection_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    projection_processes: int = field(default_factory=lambda: min(4, _cores()))
     topics: Topics = field(default_factory=Topics)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -240,7 +240,7 @@ class Settings:
             projection_page=int(env.get("LOYALTY_PROJECTION_PAGE", str(cls.projection_page))),
             projection_processes=_at_least_one(
                 "LOYALTY_PROJECTION_PROCESSES",
-                env.get("LOYALTY_PROJECTION_PROCESSES", str(min(4, os.cpu_count() or 1))),
+                env.get("LOYALTY_PROJECTION_PROCESSES", str(min(4, _cores()))),
             ),
             topics=topics,
             kafka_security=KafkaSecurity.from_env(env),
@@ -255,3 +255,10 @@ def _at_least_one(name: str, value: str) -> int:
     if number < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
     return number
+
+
+def _cores() -> int:
+    """The cores this process may run on (a cpuset's, not the host's, where one is set)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1

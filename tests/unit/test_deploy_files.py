@@ -699,3 +699,21 @@ def test_the_dashboard_metric_list_is_what_telemetry_registers() -> None:
             suffix = "_total" if family.type == "counter" else ""
             exposed[family.name + suffix] = family.type
     assert exposed == METRICS
+
+
+def test_the_projector_shares_a_long_catch_up_among_as_many_processes_as_its_cpu_limit() -> None:
+    """A CPU limit does not change the cores a container sees: left to the default, a
+    projector on a large node would start more processes than its limit lets run."""
+    (container,) = _pod_spec(_deployment("projector"))["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    limit = container["resources"]["limits"]["cpu"]
+    assert env["LOYALTY_PROJECTION_PROCESSES"] == str(limit)
+    assert Settings.from_env(
+        {"LOYALTY_PROJECTION_PROCESSES": env["LOYALTY_PROJECTION_PROCESSES"]}
+    ).projection_processes == int(limit)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_a_projection_process_count_below_one_stops_start_up(value: str) -> None:
+    with pytest.raises(ValueError, match="LOYALTY_PROJECTION_PROCESSES"):
+        Settings.from_env({"LOYALTY_PROJECTION_PROCESSES": value})
