@@ -56,7 +56,8 @@ SAVE_POSITION = (
 AHEAD = 40_000
 
 # Events the slowest projection must be behind before a catch-up is shared among
-# processes: starting one (a fresh interpreter, its imports) costs about a second.
+# processes (unless the runner is told otherwise): starting one (a fresh interpreter,
+# its imports) costs about a second.
 PROCESSES_FROM = 200_000
 
 Progress = Callable[[int, int], None]

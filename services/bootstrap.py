@@ -64,6 +64,7 @@ class Context:
             processes=settings.projection_processes if _is_postgres(settings) else 1,
             apart=partial(catch_up_apart, settings),
         )
+        runner.processes_from = settings.projection_processes_from
         runner.setup()
         return runner
 

@@ -207,6 +207,8 @@ class Settings:
     # Processes a long catch-up of the read models (a replay, a projector far behind) is
     # shared among, PostgreSQL only: one per core, at most one per projection group.
     projection_processes: int = field(default_factory=lambda: min(4, _cores()))
+    # Events the slowest projection must be behind before its catch-up is shared.
+    projection_processes_from: int = 200_000
     topics: Topics = field(default_factory=Topics)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -241,6 +243,9 @@ class Settings:
             projection_processes=_at_least_one(
                 "LOYALTY_PROJECTION_PROCESSES",
                 env.get("LOYALTY_PROJECTION_PROCESSES", str(min(4, _cores()))),
+            ),
+            projection_processes_from=int(
+                env.get("LOYALTY_PROJECTION_PROCESSES_FROM", str(cls.projection_processes_from))
             ),
             topics=topics,
             kafka_security=KafkaSecurity.from_env(env),

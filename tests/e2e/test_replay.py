@@ -167,3 +167,74 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     assert read_models(context) == before
     status, body = asyncio.run(api_get(context, "/members/buyer-0001"))
     assert status == 200 and body["member_id"] == "buyer-0001"
+
+
+def helpers_of(pid: int) -> list[int]:
+    """The processes a shared catch-up spawned from `pid` (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_replay_shared_among_processes_killed_mid_way_leaves_no_helper_rebuilding(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics
+) -> None:
+    context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
+    before = read_models(context)
+    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
+    env["LOYALTY_PROJECTION_PAGE"] = "1"  # a transaction per event: the kill lands mid-way
+    env["LOYALTY_PROJECTION_PROCESSES"] = "2"
+    env["LOYALTY_PROJECTION_PROCESSES_FROM"] = "0"
+    runner = context.projection_runner()
+
+    helpers: list[int] = []
+    last = context.ledger.last_position()
+    # The kill must land before the helpers are done; on a machine quick enough to
+    # finish first, the next attempt starts the rebuild over.
+    for _ in range(5):
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "replay", "projections"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def sharing(pid: int = replay.pid) -> bool:
+            helpers[:] = helpers_of(pid)
+            return len(helpers) == 2 and min(runner.positions().values()) > 0
+
+        asyncio.run(wait_until(sharing, 60, "two helpers under way"))
+        replay.send_signal(signal.SIGKILL)
+        replay.wait()
+        # Each helper stops at its next page once its parent is gone.
+        asyncio.run(wait_until(lambda: not any(alive(h) for h in helpers), 30, "helpers to stop"))
+        stopped_at = runner.positions()
+        if min(stopped_at.values()) < last:
+            break
+    assert runner.rebuilding()
+    assert min(stopped_at.values()) < last
+    asyncio.run(asyncio.sleep(1))
+    assert runner.positions() == stopped_at  # nobody rebuilds behind the next replay
+
+    rerun = loyalty("replay", "projections", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "exited with" not in rerun.stderr  # both helpers did their share
+    assert not runner.rebuilding()
+    assert read_models(context) == before
