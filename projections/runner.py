@@ -22,6 +22,7 @@ import bisect
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,7 @@ class ProjectionRunner:
         page: int = 5000,
         processes: int = 1,
         apart: CatchUpApart | None = None,
+        processes_from: int = PROCESSES_FROM,
     ) -> None:
         self._ledger = ledger
         self._table = ledger.events_table()
@@ -90,7 +92,7 @@ class ProjectionRunner:
         self.page = page
         self._processes = processes if apart is not None else 1
         self._apart = apart
-        self.processes_from = PROCESSES_FROM
+        self.processes_from = processes_from
         self._writers = {p.name: connect() for p in self.projections}
         # reset() left the tables without their read indexes: the catch-up builds them at the end
         self.indexes_due = False
@@ -250,13 +252,12 @@ class ProjectionRunner:
         for process in processes:
             process.start()
         try:
-            while any(process.is_alive() for process in processes):
+            while running := [p.sentinel for p in processes if p.is_alive()]:
                 if should_stop():
                     break
                 if progress is not None:
                     progress(min(self.positions().values()), self._ledger.last_position())
-                for process in processes:
-                    process.join(timeout=0.5 / len(processes))
+                multiprocessing.connection.wait(running, timeout=0.5)
         finally:
             for process in processes:
                 if process.is_alive():

@@ -63,8 +63,8 @@ class Context:
             # SQLite takes one writer at a time: processes would only queue for it.
             processes=settings.projection_processes if _is_postgres(settings) else 1,
             apart=partial(catch_up_apart, settings),
+            processes_from=settings.projection_processes_from,
         )
-        runner.processes_from = settings.projection_processes_from
         runner.setup()
         return runner
 

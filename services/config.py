@@ -206,7 +206,7 @@ class Settings:
     projection_page: int = 5000
     # Processes a long catch-up of the read models (a replay, a projector far behind) is
     # shared among, PostgreSQL only: one per core, at most one per projection group.
-    projection_processes: int = field(default_factory=lambda: min(4, _cores()))
+    projection_processes: int = field(default_factory=lambda: _default_processes())
     # Events the slowest projection must be behind before its catch-up is shared.
     projection_processes_from: int = 200_000
     topics: Topics = field(default_factory=Topics)
@@ -242,7 +242,7 @@ class Settings:
             projection_page=int(env.get("LOYALTY_PROJECTION_PAGE", str(cls.projection_page))),
             projection_processes=_at_least_one(
                 "LOYALTY_PROJECTION_PROCESSES",
-                env.get("LOYALTY_PROJECTION_PROCESSES", str(min(4, _cores()))),
+                env.get("LOYALTY_PROJECTION_PROCESSES", str(_default_processes())),
             ),
             projection_processes_from=int(
                 env.get("LOYALTY_PROJECTION_PROCESSES_FROM", str(cls.projection_processes_from))
@@ -262,8 +262,11 @@ def _at_least_one(name: str, value: str) -> int:
     return number
 
 
-def _cores() -> int:
-    """The cores this process may run on (a cpuset's, not the host's, where one is set)."""
+def _default_processes() -> int:
+    """The cores this process may run on (a cpuset's, not the host's, where one is set),
+    at most 4: one per projection group."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
