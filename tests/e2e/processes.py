@@ -26,6 +26,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name: state, parent pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    # A zombie is gone for our purposes: it holds no port and no files.
+    try:
+        return _stat(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def spawned_by(pid: int) -> list[int]:
+    """The processes `pid` started through multiprocessing's spawn (not its resource
+    tracker): a shared catch-up's helpers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(_stat(entry.name)[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
 def loyalty_env(
     bootstrap: str, database_url: str, topics: Topics, api_port: int, group: str
 ) -> dict[str, str]:

@@ -20,7 +20,7 @@ from services.config import Topics
 from services.program_file import DEFAULT_PROGRAM_PATH
 from tests.conftest import new_database
 from tests.e2e.chaos import stream
-from tests.e2e.processes import free_port, loyalty_env
+from tests.e2e.processes import alive, free_port, loyalty_env, spawned_by
 from tests.infra import Services
 from tests.integration.harness import context_for, ingest_all, read_models, wait_until
 
@@ -41,6 +41,16 @@ def loyalty(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         text=True,
         env=env,
         timeout=300,
+    )
+
+
+def replay_in_background(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`loyalty replay projections`, started for a test to kill."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "replay", "projections"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -136,12 +146,7 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     # on a quick machine came with every row back (pending pages are merged into one
     # transaction). The flag stays set after a kill: a retry waits for its own drop.
     for _ in range(5):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "replay", "projections"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = replay_in_background(env)
         asyncio.run(
             wait_until(
                 lambda: runner.rebuilding() and read_models(context) != before,
@@ -169,30 +174,6 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     assert status == 200 and body["member_id"] == "buyer-0001"
 
 
-def helpers_of(pid: int) -> list[int]:
-    """The processes a shared catch-up spawned from `pid` (not its resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if parent == pid and b"spawn_main" in command:
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_replay_shared_among_processes_killed_mid_way_leaves_no_helper_rebuilding(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
@@ -209,15 +190,10 @@ def test_a_replay_shared_among_processes_killed_mid_way_leaves_no_helper_rebuild
     # The kill must land before the helpers are done; on a machine quick enough to
     # finish first, the next attempt starts the rebuild over.
     for _ in range(5):
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "replay", "projections"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        replay = replay_in_background(env)
 
         def sharing(pid: int = replay.pid) -> bool:
-            helpers[:] = helpers_of(pid)
+            helpers[:] = spawned_by(pid)
             return len(helpers) == 2 and min(runner.positions().values()) > 0
 
         asyncio.run(wait_until(sharing, 60, "two helpers under way"))

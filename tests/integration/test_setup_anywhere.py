@@ -21,17 +21,12 @@ import psycopg
 import pytest
 
 from tests import infra
+from tests.e2e.processes import alive, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = ROOT / "deploy" / "postgres" / "pg.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:
@@ -40,15 +35,6 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    # A zombie is gone for our purposes: it holds no port and no files.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def _pg(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,7 +55,7 @@ def test_postgres_runs_from_a_private_folder_and_destroy_leaves_nothing() -> Non
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     home = private / f"pg-anywhere-{uuid.uuid4().hex[:8]}"
     log = ROOT / ".local" / "logs" / f"{home.name}.log"
-    port = _free_port()
+    port = free_port()
     env = {"PG_HOME": str(home), "PG_PORT": str(port)}
     try:
         out = _pg("start", str(port), env=env, cwd=private)
@@ -89,14 +75,14 @@ def test_postgres_runs_from_a_private_folder_and_destroy_leaves_nothing() -> Non
             assert not pointer.exists()
             state = home
         pid = int((state / "data" / "postmaster.pid").read_text().split()[0])
-        assert _alive(pid)
+        assert alive(pid)
         # Later invocations on the same PG_HOME find the server.
         assert _pg("status", env=env, cwd=private).stdout.strip() == url
         assert _pg("url", env=env, cwd=private).stdout.strip() == url
         assert "ready to accept connections" in log.read_text()
 
         _pg("destroy", env=env, cwd=private)
-        assert not _alive(pid)
+        assert not alive(pid)
         assert not _accepts(port)
         assert not state.exists()
         assert not home.exists()
@@ -110,7 +96,7 @@ def test_postgres_runs_from_a_private_folder_and_destroy_leaves_nothing() -> Non
 def test_a_failed_set_up_stops_the_broker_it_started(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    kafka_port = _free_port()
+    kafka_port = free_port()
     monkeypatch.delenv("LOYALTY_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.delenv("LOYALTY_DATABASE_URL", raising=False)
     monkeypatch.setenv("LOYALTY_TEST_KAFKA_PORT", str(kafka_port))
@@ -136,6 +122,6 @@ def test_a_failed_set_up_stops_the_broker_it_started(
 
     [(answered, pid)] = at_postgres
     assert answered, "the broker was up when PostgreSQL failed"
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not _accepts(kafka_port)
     assert not kafka_homes[-1].exists()
