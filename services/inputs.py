@@ -12,7 +12,7 @@ schema stops start-up, never a message. To add an input type:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -34,7 +34,7 @@ from services.config import INPUT_TOPICS, Topics
 from services.domain.member import Member, Outcome
 from services.program import Program
 
-Decode = Callable[[Mapping[str, Any], datetime, Program], Command]
+Decode = Callable[[validation.Fields, datetime, Program], Command]
 Handle = Callable[[Member, Program, Any], Outcome]
 
 

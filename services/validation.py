@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import fastjsonschema
 import orjson
@@ -33,6 +33,7 @@ from services.config import Topics
 from services.ingest.messages import InputMessage
 from services.instants import parse_instant
 from services.program import Program
+from services.schema_structs import compile_schema, message_decoder
 
 if TYPE_CHECKING:
     from services.inputs import Registry
@@ -53,6 +54,15 @@ EPOCH = EARLIEST
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 
 
+class Fields(Protocol):
+    """A message's body as the types' decode functions read it: orjson's dict on the
+    slow path, a schema's struct on the fast one (services/schema_structs.py)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+    def get(self, name: str, /) -> Any: ...
+
+
 class InvalidEvent(ValueError):
     """The message cannot be understood; its text is the dead-letter `error` header."""
 
@@ -71,16 +81,24 @@ class Decoder:
         topics: Topics,
         registry: Registry,
         schemas: Mapping[str, dict[str, Any]] | None = None,
+        fast: bool = True,
     ) -> None:
         self._program = program
         self._topics = topics
         self._registry = registry
-        self._validators = {
-            t.name: fastjsonschema.compile(
-                schemas[t.name] if schemas is not None else load_schema(t.name)
-            )
+        if schemas is None:
+            schemas = {t.name: load_schema(t.name) for t in registry}
+        # The fast path (services/schema_structs.py) for the types whose schemas compile;
+        # before fastjsonschema, which rewrites a schema's references as it compiles it.
+        structs = {
+            struct: t
             for t in registry
+            if fast and (struct := compile_schema(t.name, schemas[t.name])) is not None
         }
+        self._validators = {t.name: fastjsonschema.compile(schemas[t.name]) for t in registry}
+        self.fast_types = frozenset(t.name for t in structs.values())
+        self._structs = message_decoder(structs)
+        self._struct_types = structs
         # Fixed for the decoder's life: worked out once, not per message.
         self._carried = {
             topics.names[t.topic]: registry.carried_by(topics, topics.names[t.topic])
@@ -97,6 +115,19 @@ class Decoder:
         return command
 
     def decode_value(self, topic: str, value: bytes | None) -> Command:
+        """The body's command; InvalidEvent says what is wrong with the body."""
+        if self._structs is not None and value is not None and b"\\u0000" not in value:
+            try:
+                message = self._structs.decode(value)
+                input_type = self._struct_types[type(message)]
+                if input_type.name in self._carried.get(topic, ()):
+                    at = _timestamp(message.occurred_at)
+                    return input_type.decode(message, at, self._program)
+            except Exception:  # the slow path below finds what is wrong, and says it
+                pass
+        return self._decode_value(topic, value)
+
+    def _decode_value(self, topic: str, value: bytes | None) -> Command:
         if value is None:
             raise InvalidEvent("empty message (no value)")
         try:
@@ -158,7 +189,7 @@ class Decoder:
 # ---- what each input type adds (named by its registry record) ------------------------
 
 
-def decode_purchase(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_purchase(data: Fields, at: datetime, program: Program) -> Command:
     amount = _amount(data["amount"], upper=MAX_PURCHASE_AMOUNT)
     if data["currency"] != program.currency:
         raise InvalidEvent(
@@ -168,16 +199,16 @@ def decode_purchase(data: Mapping[str, Any], at: datetime, program: Program) -> 
     return Purchase(data["event_id"], data["member_id"], data["order_id"], amount, at)
 
 
-def decode_refund(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_refund(data: Fields, at: datetime, program: Program) -> Command:
     amount = _amount(data["amount"])
     return Refund(data["event_id"], data["member_id"], data["order_id"], amount, at)
 
 
-def decode_referral(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_referral(data: Fields, at: datetime, program: Program) -> Command:
     return Referral(data["event_id"], data["referee_id"], data["referrer_id"], at)
 
 
-def decode_social_share(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_social_share(data: Fields, at: datetime, program: Program) -> Command:
     if data["network"] not in program.networks:
         raise InvalidEvent(
             f"social_share: network {_show(data['network'])} is not one of "
@@ -186,14 +217,14 @@ def decode_social_share(data: Mapping[str, Any], at: datetime, program: Program)
     return SocialShare(data["event_id"], data["member_id"], data["network"], data.get("url"), at)
 
 
-def decode_redemption(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_redemption(data: Fields, at: datetime, program: Program) -> Command:
     points = data["points"]
     if isinstance(points, bool) or not isinstance(points, int):
         raise InvalidEvent("redemption: field 'points' must be an integer")
     return Redemption(data["event_id"], data["member_id"], points, data["reward"], at)
 
 
-def decode_member_enrolled(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_member_enrolled(data: Fields, at: datetime, program: Program) -> Command:
     raw = data.get("birth_date")
     birth_date = None
     if raw is not None:
@@ -212,7 +243,7 @@ def decode_member_enrolled(data: Mapping[str, Any], at: datetime, program: Progr
     return Enrolment(data["event_id"], data["member_id"], birth_date, data.get("channel"), at)
 
 
-def decode_review(data: Mapping[str, Any], at: datetime, program: Program) -> Command:
+def decode_review(data: Fields, at: datetime, program: Program) -> Command:
     rating = data["rating"]
     if isinstance(rating, bool) or not isinstance(rating, int):
         raise InvalidEvent("review: field 'rating' must be an integer from 1 to 5")
