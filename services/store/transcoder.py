@@ -8,6 +8,7 @@ encodes about ten times faster than the standard library, which the ingest path 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Callable
@@ -115,32 +116,126 @@ class LedgerMapper(Mapper[UUID]):
 
     def __init__(self, transcoder: Transcoder, **options: Any) -> None:
         super().__init__(transcoder, **options)
-        self._plans: dict[type, tuple[str, bool, int]] = {}
+        self._plans: dict[type, tuple[str, bool, Tagged | None, int]] = {}
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         cls = type(domain_event)
         plan = self._plans.get(cls)
         if plan is None:
+            plain = (
+                isinstance(self.transcoder, OrjsonTranscoder)
+                and not self.compressor
+                and not self.cipher
+                and not may_hold_uuid(cls)
+            )
             plan = self._plans[cls] = (
                 get_topic(cls),
-                isinstance(self.transcoder, OrjsonTranscoder) and not may_hold_uuid(cls),
+                plain,
+                tagged_fields(cls) if plain else None,
                 getattr(cls, "class_version", 1),
             )
-        topic, plain, class_version = plan
+        topic, plain, tagged, class_version = plan
         state = dict(vars(domain_event))
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
         if class_version > 1:
             state["class_version"] = class_version
-        if plain and not self.compressor and not self.cipher:
+        if tagged is not None:
+            data = encode_tagged(state, tagged)
+            return _stored_event(originator_id, originator_version, topic, data)
+        if plain:
             data = cast(OrjsonTranscoder, self.transcoder).encode_without_uuids(state)
-            return StoredEvent(originator_id, originator_version, topic, data)
+            return _stored_event(originator_id, originator_version, topic, data)
         data = self.transcoder.encode(state)
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
             data = self.cipher.encrypt(data)
         return StoredEvent(originator_id, originator_version, topic, data)
+
+
+def _stored_event(originator_id: UUID, version: int, topic: str, state: bytes) -> StoredEvent:
+    """`StoredEvent(...)` without the frozen dataclass's guarded `__init__` (a setattr a
+    field): 0.35 us instead of 0.65 an event. Frozen as any other once made."""
+    stored: StoredEvent = object.__new__(StoredEvent)
+    fields = stored.__dict__
+    fields["originator_id"] = originator_id
+    fields["originator_version"] = version
+    fields["topic"] = topic
+    fields["state"] = state
+    return stored
+
+
+# The fields of an event class that hold datetimes or decimals, by their annotations:
+# (name, is a datetime). Every other field holds only what orjson writes as it is.
+Tagged = tuple[tuple[str, bool], ...]
+
+
+def encode_tagged(state: dict[str, Any], tagged: Tagged) -> bytes:
+    """`OrjsonTranscoder.encode` of a state whose tagged values are where `tagged` says:
+    those are tagged here, without orjson calling back into Python for each of them (at
+    ~3 a stored event, ~0.6 us each, issue 19), and a UTC datetime is left for orjson to
+    write, in C, exactly as `_iso` would. The same bytes as `encode`: a test compares
+    both on every event class the domain declares."""
+    for name, is_datetime in tagged:
+        value = state[name]
+        if value is None:
+            continue
+        if is_datetime:
+            if value.tzinfo is not UTC or type(value) is not datetime:
+                value = value.isoformat()
+            state[name] = {"_type_": "datetime_iso", "_data_": value}
+        else:
+            state[name] = {"_type_": "decimal_str", "_data_": str(value)}
+    # No datetime is passed through to `_default` here: any left is a UTC one, tagged.
+    return orjson.dumps(state, default=_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def tagged_fields(event_class: type) -> Tagged | None:
+    """Where an event class's states hold datetimes and decimals; None when a field, by
+    its annotation, may hold anything else orjson would not write as `encode` does
+    (Any, a date, a container of datetimes): its states take `encode`'s walk."""
+    try:
+        hints = typing.get_type_hints(event_class)
+        fields = [f.name for f in dataclasses.fields(event_class)]
+    except Exception:
+        return None
+    tagged: list[tuple[str, bool]] = []
+    for name in fields:
+        if name in ("originator_id", "originator_version"):
+            continue
+        kind = _kind(hints[name])
+        if kind is None:
+            return None
+        if kind is not _Kind.PLAIN:
+            tagged.append((name, kind is _Kind.DATETIME))
+    return tuple(tagged)
+
+
+class _Kind(enum.Enum):
+    PLAIN = "plain"
+    DATETIME = "datetime"
+    DECIMAL = "decimal"
+
+
+_PLAIN_HINTS = frozenset({str, int, bool, float, type(None)})
+
+
+def _kind(hint: Any) -> _Kind | None:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        kinds = {_kind(arg) for arg in args if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if hint is datetime:
+        return _Kind.DATETIME
+    if hint is Decimal:
+        return _Kind.DECIMAL
+    if hint in _PLAIN_HINTS:
+        return _Kind.PLAIN
+    if origin in (dict, list) and args and all(arg in (str, int) for arg in args):
+        return _Kind.PLAIN
+    return None
 
 
 def may_hold_uuid(event_class: type) -> bool:

@@ -27,7 +27,13 @@ from services.demo import generate
 from services.domain.member import Member
 from services.inputs import REGISTRY
 from services.program_file import load_program
-from services.store.transcoder import LedgerMapper, OrjsonTranscoder, may_hold_uuid
+from services.store.transcoder import (
+    LedgerMapper,
+    OrjsonTranscoder,
+    encode_tagged,
+    may_hold_uuid,
+    tagged_fields,
+)
 from services.validation import Decoder, InvalidEvent
 
 values = st.recursive(
@@ -79,6 +85,14 @@ class Ledgerish(Aggregate):
         at: datetime
         amounts: dict[str, Decimal]
 
+    class Tagged(Aggregate.Event):
+        at: datetime
+        since: datetime | None
+        amount: Decimal
+        refund: Decimal | None
+        counts: dict[str, int]
+        note: str | None
+
 
 def member_events_of_every_kind() -> list[Any]:
     """The events a demo stream makes under the seasonal program (campaigns, badges,
@@ -110,6 +124,53 @@ def test_the_ledger_mapper_stores_exactly_what_eventsourcing_s_mapper_stores() -
     assert {"PointsExpired", "PointsReleased", "Enrolled", "ReviewRecorded"} <= kinds
     theirs, ours = Mapper(transcoder=OrjsonTranscoder()), LedgerMapper(OrjsonTranscoder())
     assert [ours.to_stored_event(e) for e in events] == [theirs.to_stored_event(e) for e in events]
+    # Most kinds take the path that tags their datetimes and decimals without a walk.
+    tagged = {type(e).__name__ for e in events if tagged_fields(type(e)) is not None}
+    assert {"PurchaseRecorded", "Enrolled", "PointsExpired", "TierChanged"} <= tagged
+    assert not {"RefundRecorded", "PointsRedeemed"} & tagged  # `consumed` holds datetimes
+
+
+def test_fields_whose_annotations_allow_what_orjson_writes_otherwise_are_not_planned() -> None:
+    assert tagged_fields(Ledgerish.Plain) is None  # decimals inside a dict
+    assert tagged_fields(Ledgerish.Tagged) == (
+        ("timestamp", True),
+        ("at", True),
+        ("since", True),
+        ("amount", False),
+        ("refund", False),
+    )
+
+
+@given(
+    st.datetimes(
+        timezones=st.none() | st.sampled_from([UTC, timezone(timedelta(0))]) | st.timezones()
+    ),
+    st.none() | st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))])),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.none() | st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.dictionaries(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1), max_size=3),
+    st.none() | st.text(max_size=8),
+)
+def test_a_planned_state_is_stored_as_the_walk_would_store_it(
+    at: datetime,
+    since: datetime | None,
+    amount: Decimal,
+    refund: Decimal | None,
+    counts: dict[str, int],
+    note: str | None,
+) -> None:
+    state = {
+        "timestamp": datetime(2026, 1, 1, 12, 30, 0, 1, tzinfo=UTC),
+        "at": at,
+        "since": since,
+        "amount": amount,
+        "refund": refund,
+        "counts": counts,
+        "note": note,
+    }
+    plan = tagged_fields(Ledgerish.Tagged)
+    assert plan is not None
+    assert encode_tagged(dict(state), plan) == OrjsonTranscoder().encode(state)
 
 
 def test_a_field_that_may_hold_a_uuid_keeps_its_tag() -> None:
