@@ -73,10 +73,17 @@ class LagOffsets:
         self._warned = 0.0
 
     def stored(self, messages: Sequence[InputMessage]) -> None:
+        # The batch's last offset per partition first: a TopicPartition a message cost
+        # ~1% of the worker's time (issue 19).
+        last: dict[tuple[str, int], int] = {}
         for m in messages:
-            tp = TopicPartition(m.topic, m.partition)
-            if m.offset + 1 > self._due.get(tp, -1):
-                self._due[tp] = m.offset + 1
+            key = (m.topic, m.partition)
+            if m.offset > last.get(key, -1):
+                last[key] = m.offset
+        for (topic, partition), offset in last.items():
+            tp = TopicPartition(topic, partition)
+            if offset + 1 > self._due.get(tp, -1):
+                self._due[tp] = offset + 1
 
     def resumes_at(self, tp: TopicPartition, offset: int) -> None:
         self._due[tp] = max(offset, self._due.get(tp, -1))
