@@ -4,7 +4,9 @@ The steps every message takes are here (JSON, an object, a known type carried by
 topic, its JSON Schema from `schemas/`, a valid instant, a key naming its member, a
 date no later than Kafka saw it); what each input type adds is its decode function
 below, named by its record in the input registry (services/inputs.py). Schemas are
-compiled once with fastjsonschema.
+compiled once with fastjsonschema, and once more to msgspec structs
+(services/schema_structs.py): a fast path that a message passes, or that hands it to
+the slow one, which says what is wrong.
 """
 
 from __future__ import annotations
