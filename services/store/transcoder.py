@@ -195,16 +195,12 @@ def tagged_fields(event_class: type) -> Tagged | None:
     """Where an event class's states hold datetimes and decimals; None when a field, by
     its annotation, may hold anything else orjson would not write as `encode` does
     (Any, a date, a container of datetimes): its states take `encode`'s walk."""
-    try:
-        hints = typing.get_type_hints(event_class)
-        fields = [f.name for f in dataclasses.fields(event_class)]
-    except Exception:
+    hints = _state_hints(event_class)
+    if hints is None:
         return None
     tagged: list[tuple[str, bool]] = []
-    for name in fields:
-        if name in ("originator_id", "originator_version"):
-            continue
-        kind = _kind(hints[name])
+    for name, hint in hints:
+        kind = _kind(hint)
         if kind is None:
             return None
         if kind is not _Kind.PLAIN:
@@ -242,12 +238,25 @@ def may_hold_uuid(event_class: type) -> bool:
     """Whether a field of the event class, by its annotation, may hold a UUID (the
     originator id aside, which is not part of the state). Unannotated or loosely typed
     fields (Any, object) may."""
+    hints = _state_hints(event_class)
+    if hints is None:
+        return True  # annotations it cannot resolve: assume the worst, walk the state
+    return any(_may_be_uuid(hint) for _, hint in hints)
+
+
+def _state_hints(event_class: type) -> list[tuple[str, Any]] | None:
+    """The fields an event class's states hold (not its originator's id and version,
+    which are columns of their own), with their annotations; None when those cannot be
+    resolved."""
     try:
         hints = typing.get_type_hints(event_class)
-        fields = [f.name for f in dataclasses.fields(event_class)]
+        fields = dataclasses.fields(event_class)
     except Exception:
-        return True  # annotations it cannot resolve: assume the worst, walk the state
-    return any(_may_be_uuid(hints[name]) for name in fields if name != "originator_id")
+        return None
+    return [(f.name, hints[f.name]) for f in fields if f.name not in _ORIGINATOR]
+
+
+_ORIGINATOR = frozenset({"originator_id", "originator_version"})
 
 
 def _may_be_uuid(hint: Any) -> bool:
