@@ -69,6 +69,17 @@ async def live_store(kafka_bootstrap: str, postgres_url: str, topics: Topics) ->
     return context
 
 
+def a_replay_to_kill(
+    kafka_bootstrap: str, postgres_url: str, topics: Topics
+) -> tuple[Context, dict[str, list[Any]], dict[str, str]]:
+    """A live store, its read models as built, and the environment of a replay of it
+    that commits a transaction per event read, so that a kill lands mid-way."""
+    context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
+    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
+    env["LOYALTY_PROJECTION_PAGE"] = "1"
+    return context, read_models(context), env
+
+
 async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes(
     kafka_bootstrap: str, postgres_url: str, topics: Topics, services: Services, tmp_path: Path
 ) -> None:
@@ -134,12 +145,9 @@ async def test_replays_rebuild_the_same_state_and_reprocess_reports_rule_changes
 def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
-    context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
-    before = read_models(context)
-    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
     # A query per event read: the kill lands with ~100 of ~1,700 events rebuilt, where
     # pages of 20 (merged by projections that fall behind) were sometimes all done.
-    env["LOYALTY_PROJECTION_PAGE"] = "1"
+    context, before, env = a_replay_to_kill(kafka_bootstrap, postgres_url, topics)
     runner = context.projection_runner()
     # The kill must land while rows are missing: it comes as soon as the rebuild is said
     # and the read models were dropped, not once every projection has a position, which
@@ -177,10 +185,7 @@ def test_an_interrupted_replay_says_so_and_a_rerun_ends_in_the_same_state(
 def test_a_replay_shared_among_processes_killed_mid_way_leaves_no_helper_rebuilding(
     kafka_bootstrap: str, postgres_url: str, topics: Topics
 ) -> None:
-    context = asyncio.run(live_store(kafka_bootstrap, postgres_url, topics))
-    before = read_models(context)
-    env = loyalty_env(kafka_bootstrap, postgres_url, topics, free_port(), "unused")
-    env["LOYALTY_PROJECTION_PAGE"] = "1"  # a transaction per event: the kill lands mid-way
+    context, before, env = a_replay_to_kill(kafka_bootstrap, postgres_url, topics)
     env["LOYALTY_PROJECTION_PROCESSES"] = "2"
     env["LOYALTY_PROJECTION_PROCESSES_FROM"] = "0"
     runner = context.projection_runner()
