@@ -99,7 +99,7 @@ class Decoder:
         }
         self._validators = {t.name: fastjsonschema.compile(schemas[t.name]) for t in registry}
         self.fast_types = frozenset(t.name for t in structs.values())
-        self._structs = message_decoder(structs)
+        self._fast_decoder = message_decoder(structs)
         self._struct_types = structs
         # Fixed for the decoder's life: worked out once, not per message.
         self._carried = {
@@ -118,9 +118,9 @@ class Decoder:
 
     def decode_value(self, topic: str, value: bytes | None) -> Command:
         """The body's command; InvalidEvent says what is wrong with the body."""
-        if self._structs is not None and value is not None and b"\\u0000" not in value:
+        if self._fast_decoder is not None and value is not None and b"\\u0000" not in value:
             try:
-                message = self._structs.decode(value)
+                message = self._fast_decoder.decode(value)
                 input_type = self._struct_types[type(message)]
                 if input_type.name in self._carried.get(topic, ()):
                     at = _timestamp(message.occurred_at)
