@@ -66,23 +66,44 @@ class BalancesProjection(Projection):
         self._lowest_tier = lowest_tier
         # aggregate_id -> row as stored; the page's events update the rows in place.
         self._cache: RowCache[str, list[Any]] = RowCache()
+        # The rows this transaction's pages touched, for `flush` to write once each:
+        # aggregate_id -> whether the table held the row before (an update) or not (an
+        # insert). A catch-up touches most members on every page of 5,000 events; held
+        # to the end of a rebuild, a million-event store's ~550,000 row updates become
+        # one COPY of ~140,000 rows.
+        self._held: dict[str, bool] = {}
+
+    def begin(self, since: int) -> None:
+        self._cache.begin(since)
+        self._held.clear()
 
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         """Applies the events in order to their members' rows (read once, or known from
-        the pages before) and writes each touched row once."""
+        the pages before), which `flush` writes."""
         cache = self._cache
-        cache.begin(since)
         rows = cache.rows
-        touched = list({e.aggregate_id: None for e in events})
+        held = self._held
+        touched = [key for key in dict.fromkeys(e.aggregate_id for e in events) if key not in held]
         missing = cache.missing(touched)
         if missing:
             for row in cur.select(TABLE, COLUMNS, KEY, [(key,) for key in missing]):
                 rows[row[0]] = list(row)
-        stored = {key for key in touched if key in rows}
+        for key in touched:
+            held[key] = key in rows
         for e in events:
             self._apply(rows, e)
-        cur.insert(TABLE, COLUMNS, [rows[k] for k in touched if k in rows and k not in stored])
-        cur.update(TABLE, KEY, VALUES, [rows[key] for key in stored])
+
+    def held(self) -> int:
+        return len(self._held)
+
+    def flush(self, cur: Cursor) -> None:
+        rows = self._cache.rows
+        held = self._held
+        # A key held but not in the rows: events of a member never registered.
+        new = [rows[key] for key, stored in held.items() if not stored and key in rows]
+        cur.insert(TABLE, COLUMNS, new)
+        cur.update(TABLE, KEY, VALUES, [rows[key] for key, stored in held.items() if stored])
+        held.clear()
 
     def committed(self, position: int) -> None:
         self._cache.committed(position)

@@ -38,11 +38,25 @@ class Projection(ABC):
     # processes groups the projections by it (ProjectionRunner.groups).
     cost: ClassVar[float] = 1.0
 
+    def begin(self, since: int) -> None:  # noqa: B027 (a hook; most need nothing)
+        """A transaction starts from `since`, the projection's position read in it; the
+        pages `apply` gets until the commit follow it, in order."""
+
     @abstractmethod
     def apply(self, cur: Cursor, events: Sequence[Event], since: int) -> None:
         """Folds a page of events, in order, into the tables: a few bulk statements in the
-        caller's transaction, whatever the page's size. `since` is the projection's
-        position, read in that transaction: the events follow it."""
+        caller's transaction, whatever the page's size. `since` is the position the
+        events follow (the transaction's, or the last event of the page before)."""
+
+    def held(self) -> int:
+        """Rows `apply` has kept in memory for `flush` to write, rather than writing them
+        page by page. While a catch-up is under way the runner gives such a projection
+        the pages that follow in the same transaction (up to a bound), so that a row the
+        pages touch again and again is written once (projections/README.md)."""
+        return 0
+
+    def flush(self, cur: Cursor) -> None:  # noqa: B027 (a hook; most need nothing)
+        """Writes the rows `apply` held, in the transaction, before its position."""
 
     def committed(self, position: int) -> None:  # noqa: B027 (a hook; most need nothing)
         """The transaction that applied the events up to `position` has committed."""

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
 from queue import Full, Queue
 
 from projections.base import Projection, iso
@@ -61,13 +62,19 @@ AHEAD = 40_000
 # its imports) costs about a second.
 PROCESSES_FROM = 200_000
 
+# Seconds a transaction may hold rows across pages: a projector far behind commits the
+# rows it holds at least this often (each commit writes at most every member's row once).
+HOLD_SECONDS = 30.0
+
 Progress = Callable[[int, int], None]
 Page = tuple[int, list[Event]]  # (the position the page follows, its events in order)
 # Catches up the named projections in the calling process, in pages of the given size
 # (then builds their read indexes, if the flag says they are due), until the log's end
-# or until the process with the given pid is gone; pickled into each process a shared
-# catch-up starts.
-CatchUpApart = Callable[[tuple[str, ...], int, bool, int], None]
+# or until the process with the given pid is gone, keeping the shared value at the
+# position its projections have applied (committed, or held for a later commit: their
+# positions in the store say less while rows are held); pickled into each process a
+# shared catch-up starts.
+CatchUpApart = Callable[[tuple[str, ...], int, bool, int, "Synchronized[int]"], None]
 
 
 def now() -> datetime:
@@ -84,6 +91,7 @@ class ProjectionRunner:
         processes: int = 1,
         apart: CatchUpApart | None = None,
         processes_from: int = PROCESSES_FROM,
+        hold_rows: int = 0,
     ) -> None:
         self._ledger = ledger
         self._table = ledger.events_table()
@@ -93,6 +101,11 @@ class ProjectionRunner:
         self._processes = processes if apart is not None else 1
         self._apart = apart
         self.processes_from = processes_from
+        # Rows a projection may hold in memory across the pages of one transaction
+        # (Projection.held). 0 commits every page; SQLite, one writer at a time, must: a
+        # transaction held open would keep the other projections from writing.
+        self.hold_rows = hold_rows
+        self.hold_seconds = HOLD_SECONDS
         self._writers = {p.name: connect() for p in self.projections}
         # reset() left the tables without their read indexes: the catch-up builds them at the end
         self.indexes_due = False
@@ -239,15 +252,17 @@ class ProjectionRunner:
         start = min(self.positions().values())
         # "spawn": a fork would copy this process's threads' locks and connections.
         context = multiprocessing.get_context("spawn")
+        groups = self.groups(self._processes)
+        applied = [context.Value("q", start) for _ in groups]
         processes = [
             context.Process(
                 target=self._apart,
                 # A group that ends first builds its indexes while the others still load.
-                args=(group, self.page, self.indexes_due, os.getpid()),
+                args=(group, self.page, self.indexes_due, os.getpid(), reached),
                 name=f"projections:{'+'.join(group)}",
                 daemon=True,
             )
-            for group in self.groups(self._processes)
+            for group, reached in zip(groups, applied, strict=True)
         ]
         for process in processes:
             process.start()
@@ -256,7 +271,7 @@ class ProjectionRunner:
                 if should_stop():
                     break
                 if progress is not None:
-                    progress(min(self.positions().values()), self._ledger.last_position())
+                    progress(min(v.value for v in applied), self._ledger.last_position())
                 multiprocessing.connection.wait(running, timeout=0.5)
         finally:
             for process in processes:
@@ -329,6 +344,8 @@ class ProjectionRunner:
                 _offer(queues[name], None, future)
             for future in following.values():
                 future.result()  # re-raises a projection's error
+        if progress is not None and read:
+            progress(min(reached.values()), self._ledger.last_position())  # the last pages'
         return read
 
     def _read(self, after: int) -> list[Event]:
@@ -338,42 +355,47 @@ class ProjectionRunner:
     def _follow(
         self, projection: Projection, pages: Queue[Page | None], reached: dict[str, int]
     ) -> None:
+        name = projection.name
+        db = self._writers[name]
         end = False
         while not end and (page := pages.get()) is not None:
-            after, events = page
-            # A projection behind the others takes the pages queued meanwhile in the same
-            # transaction: fewer, larger ones, and a row touched on each page written once.
-            while not pages.empty():
-                queued = pages.get_nowait()
-                if queued is None:
-                    end = True
-                    break
-                events = [*events, *queued[1]]
-            reached[projection.name] = self._advance(projection, after, events)
-            if reached[projection.name] < after:
-                return  # moved back (reset) meanwhile: the pages do not follow it
-
-    def _advance(self, projection: Projection, after: int, events: list[Event]) -> int:
-        """Applies the page's events that follow the projection's position, in one
-        transaction with that position; returns the position it has reached."""
-        db = self._writers[projection.name]
-        with db.transaction() as cur:
-            # A projector and a replay may follow the same store: the lock and the
-            # position read inside it let exactly one of them apply each page.
-            db.lock(cur, f"projection:{projection.name}")
-            cur.execute(SELECT_POSITION, (projection.name,))
-            row = cur.fetchone()
-            position = int(row[0]) if row else 0
-            if position < after:
-                return position
-            behind = events[bisect.bisect_right(events, position, key=_position) :]
-            if not behind:
-                return position
-            projection.apply(cur, behind, position)
-            reached = behind[-1].position
-            cur.execute(SAVE_POSITION, (projection.name, reached))
-        projection.committed(reached)
-        return reached
+            with db.transaction() as cur:
+                # A projector and a replay may follow the same store: the lock and the
+                # position read inside it let exactly one of them apply each page.
+                db.lock(cur, f"projection:{name}")
+                cur.execute(SELECT_POSITION, (name,))
+                row = cur.fetchone()
+                start = position = int(row[0]) if row else 0
+                if position < page[0]:
+                    reached[name] = position
+                    return  # moved back (reset) meanwhile: the pages do not follow it
+                projection.begin(position)
+                began = time.monotonic()
+                while True:
+                    events, full, end = _take(page, pages, self.page)
+                    behind = events[bisect.bisect_right(events, position, key=_position) :]
+                    if behind:
+                        projection.apply(cur, behind, position)
+                        position = behind[-1].position
+                    reached[name] = position
+                    # Held rows wait for the next page while the reader brings full
+                    # ones (a catch-up): a page short of full is the log's end. The
+                    # time bound keeps a long catch-up's read model from going stale.
+                    if (
+                        end
+                        or not full
+                        or not 0 < projection.held() < self.hold_rows
+                        or time.monotonic() - began > self.hold_seconds
+                    ):
+                        break
+                    if (page := pages.get()) is None:
+                        end = True
+                        break
+                if position > start:
+                    projection.flush(cur)
+                    cur.execute(SAVE_POSITION, (name, position))
+            if position > start:
+                projection.committed(position)
 
     def _index(self, projection: Projection) -> None:
         db = self._writers[projection.name]
@@ -390,6 +412,22 @@ def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:
 
 def _position(event: Event) -> int:
     return event.position
+
+
+def _take(page: Page, pages: Queue[Page | None], size: int) -> tuple[list[Event], bool, bool]:
+    """The page's events and those of the pages queued behind it (a projection behind
+    the others takes them in one go: fewer, larger statements, and a row touched on each
+    written once); whether the last of them was full; whether the queue has ended."""
+    events = last = page[1]
+    while not pages.empty():
+        queued = pages.get_nowait()
+        if queued is None:
+            return events, len(last) >= size, True
+        if events is page[1]:
+            events = list(events)
+        last = queued[1]
+        events.extend(last)
+    return events, len(last) >= size, False
 
 
 def _offer(queue: Queue[Page | None], page: Page | None, follower: Future[None]) -> bool:

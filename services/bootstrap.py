@@ -11,6 +11,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.sharedctypes import Synchronized
 
 from projections.base import Projection
 from projections.runner import ProjectionRunner, default_projections
@@ -64,6 +65,9 @@ class Context:
             processes=settings.projection_processes if _is_postgres(settings) else 1,
             apart=partial(catch_up_apart, settings),
             processes_from=settings.projection_processes_from,
+            # SQLite takes one writer at a time: a transaction held open across pages
+            # would keep the other projections from writing.
+            hold_rows=settings.projection_hold_rows if _is_postgres(settings) else 0,
         )
         runner.setup()
         return runner
@@ -87,7 +91,12 @@ class Context:
 
 
 def catch_up_apart(
-    settings: Settings, names: tuple[str, ...], page: int, indexes_due: bool, parent: int
+    settings: Settings,
+    names: tuple[str, ...],
+    page: int,
+    indexes_due: bool,
+    parent: int,
+    applied: Synchronized[int],
 ) -> None:
     """A process's share of a catch-up shared among processes (ProjectionRunner): the
     named projections, then their read indexes if due, until the log's end or until the
@@ -99,10 +108,20 @@ def catch_up_apart(
     context = build(settings)
     # Neither `setup` (the tables are there, and their read indexes wait for the end of
     # the load) nor processes of its own.
-    runner = ProjectionRunner(context.ledger, context.database, context.projections(names), page)
+    runner = ProjectionRunner(
+        context.ledger,
+        context.database,
+        context.projections(names),
+        page,
+        hold_rows=settings.projection_hold_rows,
+    )
     runner.indexes_due = indexes_due
+
+    def report(position: int, _: int) -> None:
+        applied.value = position
+
     try:
-        runner.catch_up(should_stop=lambda: os.getppid() != parent)
+        runner.catch_up(report, should_stop=lambda: os.getppid() != parent)
     finally:
         runner.close()
 

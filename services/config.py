@@ -209,6 +209,10 @@ class Settings:
     projection_processes: int = field(default_factory=lambda: _default_processes())
     # Events the slowest projection must be behind before its catch-up is shared.
     projection_processes_from: int = 200_000
+    # Rows a projection may hold in memory across a catch-up's pages (~400 bytes each),
+    # to write each once when the transaction commits (PostgreSQL only; 0: a
+    # transaction per page).
+    projection_hold_rows: int = 250_000
     topics: Topics = field(default_factory=Topics)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -246,6 +250,9 @@ class Settings:
             ),
             projection_processes_from=int(
                 env.get("LOYALTY_PROJECTION_PROCESSES_FROM", str(cls.projection_processes_from))
+            ),
+            projection_hold_rows=int(
+                env.get("LOYALTY_PROJECTION_HOLD_ROWS", str(cls.projection_hold_rows))
             ),
             topics=topics,
             kafka_security=KafkaSecurity.from_env(env),

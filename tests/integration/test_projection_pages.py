@@ -5,9 +5,11 @@ turns on the same store."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,15 +18,18 @@ import psycopg
 import pytest
 
 from projections.base import iso
-from projections.runner import ProjectionRunner, default_projections
+from projections.runner import HOLD_SECONDS, ProjectionRunner, default_projections
 from services.bootstrap import Context, build, catch_up_apart
 from services.config import Settings
 from services.demo import generate
 from services.domain.member import Member
 from services.store.checkpoint import Checkpoint
+from services.store.database import Cursor
 from tests.integration.harness import commit_events, read_models
 
 pytestmark = pytest.mark.integration
+
+OTHERS = ("ledger_entries", "activity", "lots")  # the projections that write each page
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -36,10 +41,13 @@ def demo(members: int = 40) -> list[dict[str, Any]]:
     return list(generate(members=members, seed=11, now=datetime(2026, 6, 1, tzinfo=UTC)))
 
 
-def rebuilt(context: Context, page: int) -> dict[str, list[Any]]:
+def rebuilt(context: Context, page: int, hold_rows: int = 0) -> dict[str, list[Any]]:
+    """The read models rebuilt in pages of `page` events, a transaction per page unless
+    projections may hold `hold_rows` rows across pages."""
     runner = context.projection_runner()
     runner.reset()
     runner.page = page
+    runner.hold_rows = hold_rows
     runner.catch_up()
     return read_models(context, "projection_positions", "point_lots")
 
@@ -92,6 +100,116 @@ def test_whole_pages_give_the_rows_of_one_event_at_a_time(database_url: str) -> 
     assert not [lot for lot in lots if lot[0] == cy]  # expired by the sweep
     kinds = {row[3] for row in one_by_one["ledger_entries"]}
     assert {"PointsRedeemed", "RefundRecorded", "PointsExpired"} <= kinds
+
+
+@pytest.mark.parametrize("hold_rows", [2, 9, 250_000])
+def test_rows_held_across_pages_give_the_rows_of_a_transaction_per_event(
+    postgres_url: str, hold_rows: int
+) -> None:
+    context = crafted_store(postgres_url)
+    commit_events(context, demo(), first_offset=len(CRAFTED))
+    one_by_one = rebuilt(context, page=1)
+    for page in (1, 7, 5000):
+        assert rebuilt(context, page=page, hold_rows=hold_rows) == one_by_one
+
+
+@pytest.mark.parametrize("hold_seconds", [HOLD_SECONDS, 0.0])
+def test_a_catch_up_holds_the_balances_until_the_end_and_reports_them_applied(
+    postgres_url: str, hold_seconds: float
+) -> None:
+    context = build(Settings(database_url=postgres_url, daily_sweep=False))
+    commit_events(context, demo())
+    expected = rebuilt(context, page=20)
+    table = context.ledger.events_table()
+    log = [row[0] for row in context.database().query(f"SELECT notification_id FROM {table}")]
+    pages = len(log) // 20
+    halfway = sorted(log)[20 * (pages // 2) - 1]  # the last event of a page mid-way
+    runner = context.projection_runner()
+    runner.reset()
+    runner.page = 20
+    runner.hold_seconds = hold_seconds
+    committing = OTHERS if hold_seconds else (*OTHERS, "balances")  # a page at a time
+    reports: list[tuple[int, int]] = []  # (progress, the balances' position in the store)
+    seen: dict[str, Any] = {}
+
+    def look_halfway(done: int, total: int) -> None:
+        reports.append((done, runner.positions()["balances"]))
+        if len(reports) != pages // 2:
+            return
+        # The reader waits here with the pages up to `halfway` queued: the projections
+        # that commit each page get there, and the balances hold theirs.
+        deadline = time.monotonic() + 30
+        while min(runner.positions()[n] for n in committing) < halfway:
+            assert time.monotonic() < deadline, runner.positions()
+            time.sleep(0.05)
+        seen.update(stored=runner.positions(), rows=read_models(context)["member_balances"])
+
+    runner.catch_up(look_halfway)
+    last = context.ledger.last_position()
+    if hold_seconds:
+        assert seen["stored"] == {"balances": 0, **dict.fromkeys(OTHERS, halfway)}
+        assert seen["rows"] == []
+        # The progress counted the held pages as applied.
+        assert any(done >= halfway and stored == 0 for done, stored in reports)
+    else:  # past its time bound at every page: a commit each
+        assert seen["stored"] == {"balances": halfway, **dict.fromkeys(OTHERS, halfway)}
+        assert seen["rows"]
+    # Every row was written once the log's end was reached.
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    assert reports[-1] == (last, last)
+    assert set(runner.positions().values()) == {last}
+    assert read_models(context, "projection_positions", "point_lots") == expected
+
+
+class FlushFails(RuntimeError):
+    pass
+
+
+def test_a_transaction_that_fails_with_rows_held_leaves_the_last_commit_to_resume_from(
+    postgres_url: str,
+) -> None:
+    context = build(Settings(database_url=postgres_url, daily_sweep=False))
+    commit_events(context, demo())
+    expected = rebuilt(context, page=20)
+    runner = context.projection_runner()
+    runner.reset()
+    runner.page = 20
+    runner.hold_rows = 2  # a page's members are more: each transaction commits its pages
+    balances = next(p for p in runner.projections if p.name == "balances")
+    flushes: list[int] = []
+    flush = balances.flush
+
+    def second_flush_fails(cur: Cursor) -> None:
+        # Its pages applied in memory, none of them written.
+        flushes.append(balances.held())
+        if len(flushes) == 2:
+            raise FlushFails("the store went away mid-commit")
+        flush(cur)
+
+    def first_page_alone(done: int, total: int) -> None:
+        # The reader has queued one page: the first transaction takes it alone.
+        deadline = time.monotonic() + 30
+        while not flushes and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    balances.flush = second_flush_fails  # type: ignore[method-assign]
+    with pytest.raises(FlushFails):
+        runner.catch_up(first_page_alone)
+    first = runner.positions()["balances"]
+    assert (
+        first
+        == sorted(
+            row[0]
+            for row in context.database().query(
+                f"SELECT notification_id FROM {context.ledger.events_table()}"
+            )
+        )[19]
+    )
+    assert len(read_models(context)["member_balances"]) == flushes[0] >= 2
+    # The same runner, whose rows in memory went past the commit, resumes from it.
+    runner.catch_up()
+    assert len(flushes) > 2
+    assert read_models(context, "projection_positions", "point_lots") == expected
 
 
 def test_a_demo_stream_folded_in_pages_equals_one_event_at_a_time(database_url: str) -> None:
@@ -427,7 +545,9 @@ def test_a_catch_up_shared_among_processes_gives_the_rows_of_one(postgres_url: s
     assert read_models(context, "projection_positions", "point_lots") == expected
 
 
-def failing_catch_up(names: tuple[str, ...], page: int, indexes_due: bool, parent: int) -> None:
+def failing_catch_up(
+    names: tuple[str, ...], page: int, indexes_due: bool, parent: int, applied: Any
+) -> None:
     raise RuntimeError(f"{names} could not start")
 
 
@@ -461,7 +581,9 @@ def test_a_process_sharing_a_catch_up_stops_once_its_parent_is_gone(postgres_url
     runner.reset()
     last = context.ledger.last_position()
 
-    catch_up_apart(settings, ("balances",), 40, False, parent=-1)  # not this process's parent
-    assert runner.positions()["balances"] == 0
-    catch_up_apart(settings, ("balances",), 40, False, parent=os.getppid())
+    applied = multiprocessing.get_context("spawn").Value("q", 0)
+    catch_up_apart(settings, ("balances",), 40, False, -1, applied)  # not this one's parent
+    assert runner.positions()["balances"] == applied.value == 0
+    catch_up_apart(settings, ("balances",), 40, False, os.getppid(), applied)
     assert runner.positions() == {"balances": last, "ledger_entries": 0, "activity": 0, "lots": 0}
+    assert applied.value == last
