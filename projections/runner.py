@@ -355,47 +355,62 @@ class ProjectionRunner:
     def _follow(
         self, projection: Projection, pages: Queue[Page | None], reached: dict[str, int]
     ) -> None:
-        name = projection.name
-        db = self._writers[name]
         end = False
         while not end and (page := pages.get()) is not None:
-            with db.transaction() as cur:
-                # A projector and a replay may follow the same store: the lock and the
-                # position read inside it let exactly one of them apply each page.
-                db.lock(cur, f"projection:{name}")
-                cur.execute(SELECT_POSITION, (name,))
-                row = cur.fetchone()
-                start = position = int(row[0]) if row else 0
-                if position < page[0]:
-                    reached[name] = position
-                    return  # moved back (reset) meanwhile: the pages do not follow it
-                projection.begin(position)
-                began = time.monotonic()
-                while True:
-                    events, full, end = _take(page, pages, self.page)
-                    behind = events[bisect.bisect_right(events, position, key=_position) :]
-                    if behind:
-                        projection.apply(cur, behind, position)
-                        position = behind[-1].position
-                    reached[name] = position
-                    # Held rows wait for the next page while the reader brings full
-                    # ones (a catch-up): a page short of full is the log's end. The
-                    # time bound keeps a long catch-up's read model from going stale.
-                    if (
-                        end
-                        or not full
-                        or not 0 < projection.held() < self.hold_rows
-                        or time.monotonic() - began > self.hold_seconds
-                    ):
-                        break
-                    if (page := pages.get()) is None:
-                        end = True
-                        break
-                if position > start:
-                    projection.flush(cur)
-                    cur.execute(SAVE_POSITION, (name, position))
+            end = self._advance(projection, page, pages, reached)
+
+    def _advance(
+        self,
+        projection: Projection,
+        page: Page,
+        pages: Queue[Page | None],
+        reached: dict[str, int],
+    ) -> bool:
+        """Applies the page's events that follow the projection's position, in one
+        transaction with that position, and the pages that follow while the projection
+        holds rows for a later write; keeps `reached` at the position applied. Returns
+        True once no page is to follow: the queue ended, or the position moved back."""
+        name = projection.name
+        db = self._writers[name]
+        with db.transaction() as cur:
+            # A projector and a replay may follow the same store: the lock and the
+            # position read inside it let exactly one of them apply each page.
+            db.lock(cur, f"projection:{name}")
+            cur.execute(SELECT_POSITION, (name,))
+            row = cur.fetchone()
+            start = position = int(row[0]) if row else 0
+            if position < page[0]:
+                reached[name] = position
+                return True  # moved back (reset) meanwhile: the pages do not follow it
+            projection.begin(position)
+            began = time.monotonic()
+            while True:
+                events, full, end = _take(page, pages, self.page)
+                behind = events[bisect.bisect_right(events, position, key=_position) :]
+                if behind:
+                    projection.apply(cur, behind, position)
+                    position = behind[-1].position
+                reached[name] = position
+                # Held rows wait for the next page while the reader brings full ones (a
+                # catch-up): a page short of full is the log's end. The time bound keeps
+                # a long catch-up's read model from going stale.
+                if (
+                    end
+                    or not full
+                    or not 0 < projection.held() < self.hold_rows
+                    or time.monotonic() - began > self.hold_seconds
+                ):
+                    break
+                if (next_page := pages.get()) is None:
+                    end = True
+                    break
+                page = next_page
             if position > start:
-                projection.committed(position)
+                projection.flush(cur)
+                cur.execute(SAVE_POSITION, (name, position))
+        if position > start:
+            projection.committed(position)
+        return end
 
     def _index(self, projection: Projection) -> None:
         db = self._writers[projection.name]
