@@ -52,6 +52,13 @@ def rebuilt(context: Context, page: int, hold_rows: int = 0) -> dict[str, list[A
     return read_models(context, "projection_positions", "point_lots")
 
 
+def positions_in_store(context: Context) -> list[int]:
+    """The store's notification ids, in order."""
+    table = context.ledger.events_table()
+    rows = context.database().query(f"SELECT notification_id FROM {table} ORDER BY 1")
+    return [int(row[0]) for row in rows]
+
+
 def at(clock: str) -> str:
     return f"2026-01-10T{clock}Z"
 
@@ -120,10 +127,9 @@ def test_a_catch_up_holds_the_balances_until_the_end_and_reports_them_applied(
     context = build(Settings(database_url=postgres_url, daily_sweep=False))
     commit_events(context, demo())
     expected = rebuilt(context, page=20)
-    table = context.ledger.events_table()
-    log = [row[0] for row in context.database().query(f"SELECT notification_id FROM {table}")]
+    log = positions_in_store(context)
     pages = len(log) // 20
-    halfway = sorted(log)[20 * (pages // 2) - 1]  # the last event of a page mid-way
+    halfway = log[20 * (pages // 2) - 1]  # the last event of a page mid-way
     runner = context.projection_runner()
     runner.reset()
     runner.page = 20
@@ -195,16 +201,7 @@ def test_a_transaction_that_fails_with_rows_held_leaves_the_last_commit_to_resum
     balances.flush = second_flush_fails  # type: ignore[method-assign]
     with pytest.raises(FlushFails):
         runner.catch_up(first_page_alone)
-    first = runner.positions()["balances"]
-    assert (
-        first
-        == sorted(
-            row[0]
-            for row in context.database().query(
-                f"SELECT notification_id FROM {context.ledger.events_table()}"
-            )
-        )[19]
-    )
+    assert runner.positions()["balances"] == positions_in_store(context)[19]  # the first page
     assert len(read_models(context)["member_balances"]) == flushes[0] >= 2
     # The same runner, whose rows in memory went past the commit, resumes from it.
     runner.catch_up()
