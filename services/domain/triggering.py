@@ -20,21 +20,26 @@ from eventsourcing.domain import CanMutateAggregate
 
 _REQUIRED = object()
 _FIRST = ("originator_id", "originator_version", "timestamp")
+_FIRST_NAMES = frozenset(_FIRST)
 
 E = TypeVar("E", bound=CanMutateAggregate[UUID])
 
 
 class _Plan:
-    __slots__ = ("fields", "names")
+    __slots__ = ("required", "size", "template")
 
     def __init__(self, event_class: type) -> None:
         declared = [f for f in dataclasses.fields(event_class) if f.name not in _FIRST]
-        self.fields = tuple(
-            (f.name, _REQUIRED if f.default is dataclasses.MISSING else f.default) for f in declared
-        )
-        self.names = frozenset(name for name, _ in self.fields)
         if any(f.default_factory is not dataclasses.MISSING for f in declared):
             raise TypeError(f"{event_class.__qualname__}: default factories are not planned")
+        # Every field in its declared order, with its default or a mark: a state starts
+        # as a copy of it, and the command's values replace the marks and defaults in
+        # place (a dict keeps a key where it was first put), in C, not a loop a field.
+        self.template = {
+            f.name: _REQUIRED if f.default is dataclasses.MISSING else f.default for f in declared
+        }
+        self.required = frozenset(f.name for f in declared if f.default is dataclasses.MISSING)
+        self.size = len(_FIRST) + len(declared)
 
 
 _PLANS: dict[type, _Plan] = {}
@@ -48,19 +53,19 @@ def build_event(
     plan = _PLANS.get(event_class)
     if plan is None:
         plan = _PLANS[event_class] = _Plan(event_class)
-    if not plan.names.issuperset(kwargs):
-        unexpected = sorted(set(kwargs) - plan.names)
-        raise TypeError(f"{event_class.__qualname__} has no field {', '.join(unexpected)}")
     state: dict[str, Any] = {
         "originator_id": originator_id,
         "originator_version": version,
         "timestamp": event_class.create_timestamp(),
+        **plan.template,
     }
-    for name, default in plan.fields:
-        value = kwargs.get(name, default)
-        if value is _REQUIRED:
-            raise TypeError(f"{event_class.__qualname__} needs {name}")
-        state[name] = value
+    state.update(kwargs)
+    if len(state) != plan.size or not _FIRST_NAMES.isdisjoint(kwargs):
+        unexpected = sorted(set(kwargs) - set(plan.template))
+        raise TypeError(f"{event_class.__qualname__} has no field {', '.join(unexpected)}")
+    if not plan.required <= kwargs.keys():
+        missing = sorted(plan.required - kwargs.keys())
+        raise TypeError(f"{event_class.__qualname__} needs {', '.join(missing)}")
     built: E = object.__new__(event_class)
     built.__dict__.update(state)
     return built

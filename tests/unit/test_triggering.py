@@ -76,3 +76,17 @@ def test_a_registered_member_is_what_eventsourcing_s_create_makes() -> None:
     assert list(vars(created)) == list(vars(expected))
     assert {**vars(created), "timestamp": None} == {**vars(expected), "timestamp": None}
     assert ours.created_on == ours.modified_on == created.timestamp
+
+
+def test_a_field_the_aggregate_sets_itself_is_refused_as_unknown() -> None:
+    fields = {
+        "event_id": "e-1",
+        "order_id": "o-1",
+        "amount": Decimal(1),
+        "reason": "x",
+        "at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    with pytest.raises(TypeError, match="has no field timestamp"):
+        build_event(Member.PurchaseRejected, uuid4(), 2, {**fields, "timestamp": None})
+    built = build_event(Member.PurchaseRejected, uuid4(), 2, fields)
+    assert list(vars(built))[:3] == ["originator_id", "originator_version", "timestamp"]
