@@ -81,6 +81,35 @@ def test_input_positions_only_move_forward(ledger: Ledger) -> None:
     assert ledger.input_position("in", 0) == InputPosition(0, 10)
 
 
+def test_a_batch_of_many_partitions_commits_none_when_one_would_move_back(
+    ledger: Ledger,
+) -> None:
+    def across(offsets: dict[int, int], event_id: str) -> Checkpoint:
+        cp = Checkpoint()
+        for partition, offset in offsets.items():
+            cp.account("in", partition, offset, MessageOutcome.APPLIED)
+        cp.receipts.append(Receipt(event_id, "in", 0, offsets[0], MessageOutcome.APPLIED))
+        return cp
+
+    ledger.commit([], across({0: 10, 1: 20, 2: 30}, "p1"))
+    for offsets in ({0: 11, 1: 19, 2: 31}, {0: 11, 1: 21, 2: 30}):  # back; then level
+        with pytest.raises(IntegrityError):
+            ledger.commit([], across(offsets, "p2"))
+        assert [ledger.input_position("in", p) for p in range(3)] == [
+            InputPosition(0, 10),
+            InputPosition(0, 20),
+            InputPosition(0, 30),
+        ]
+        assert ledger.known_event_ids({"p2"}) == set()
+    ledger.commit([], across({0: 11, 1: 21, 2: 31, 3: 0}, "p2"))
+    assert [ledger.input_position("in", p) for p in range(4)] == [
+        InputPosition(0, 11),
+        InputPosition(0, 21),
+        InputPosition(0, 31),
+        InputPosition(0, 0),
+    ]
+
+
 def test_a_restarted_partition_is_tracked_anew_as_its_next_incarnation(ledger: Ledger) -> None:
     ledger.commit([], checkpoint(500, "p1"))
     restarted = Checkpoint()
