@@ -88,6 +88,10 @@ class Registry:
         t = self._by_name.get(name)
         return None if t is None else topics.names[t.topic]
 
+    def handlers(self) -> dict[type, Handle]:
+        """Each command type's handler, for a caller that handles many commands."""
+        return {t.command: t.handle for t in self._types if t.handle is not None}
+
     def handle(self, member: Member, program: Program, command: Command) -> Outcome:
         handle = self._by_command[type(command)].handle
         assert handle is not None  # check() saw to it

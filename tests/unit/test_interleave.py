@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -40,3 +41,25 @@ def test_each_partition_keeps_its_order_and_nothing_is_lost(
     for key in {(d.message.topic, d.message.partition) for d in batch}:
         own = [d for d in merged if (d.message.topic, d.message.partition) == key]
         assert own == [d for d in batch if (d.message.topic, d.message.partition) == key]
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 2), st.integers(0, 30))))
+def test_runs_already_in_time_order_merge_as_a_heap_merges_them(
+    rows: list[tuple[str, int, int]],
+) -> None:
+    """The sorted fast path, and the merge when a run is out of time order, both give the
+    merge of the partitions' runs (ties to the run seen first)."""
+    batch = [
+        item(topic, partition, offset, hours)
+        for offset, (topic, partition, hours) in enumerate(rows)
+    ]
+    runs: dict[tuple[str, int], list[Decoded]] = {}
+    for d in batch:
+        runs.setdefault((d.message.topic, d.message.partition), []).append(d)
+    expected = list(heapq.merge(*runs.values(), key=lambda d: d.command.at))
+    assert interleave(batch) == expected
+    in_order = sorted(batch, key=lambda d: d.command.at)  # every run in time order
+    runs.clear()
+    for d in in_order:
+        runs.setdefault((d.message.topic, d.message.partition), []).append(d)
+    assert interleave(in_order) == list(heapq.merge(*runs.values(), key=lambda d: d.command.at))
