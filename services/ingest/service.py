@@ -225,8 +225,7 @@ class IngestService:
         self._ledger = ledger
         self._program = program
         self._decoder = decoder
-        self._registry = registry.check()
-        self._handlers = registry.handlers()
+        self._handlers = registry.check().handlers()
         self.members = MemberCache(ledger)
 
     def decode(self, messages: Sequence[InputMessage]) -> tuple[list[Decoded], list[DeadLetter]]:
@@ -337,7 +336,6 @@ class IngestService:
         # the deciding thread's time went to its bookkeeping, issue 19).
         program = self._program
         apply = self._apply
-        cached = self.members.get
         decided = snapshots.decided
         receipts: list[Receipt] = []
         add_receipt = receipts.append
@@ -349,10 +347,7 @@ class IngestService:
                 duplicates.append(m)
                 continue
             known.add(event_id)
-            member = touched.get(command.member_id)
-            if member is None:
-                member = touched[command.member_id] = cached(command.member_id)
-                snapshots.touched(member)
+            member = self._member(command.member_id, touched, snapshots)
             decision = apply(member, command)
             decided(member)
             if decision.referrer_bonus is not None:

@@ -208,9 +208,11 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
         """eventsourcing's single-row tracking upsert, every partition of a batch in one
         statement rather than a round trip each: a position that would move back is not
         updated, so not returned, and the transaction fails as the library's would."""
-        if not self.datastore.single_row_tracking or len(trackings) < 2:
+        if not self.datastore.single_row_tracking:
             for tracking in trackings:
                 self._insert_tracking(curs, tracking)
+            return
+        if not trackings:
             return
         curs.execute(
             self._upsert_trackings,
