@@ -315,8 +315,9 @@ def _amount(raw: object, *, upper: Decimal | None = None) -> Decimal:
         raise InvalidEvent(f"field 'amount' must be > 0, got {_show(raw)}")
     if amount >= MAX_AMOUNT:
         raise InvalidEvent(f"field 'amount' is out of range: {_show(raw)}")
-    if amount != amount.quantize(CENT):
+    cents = amount.quantize(CENT)
+    if amount != cents:
         raise InvalidEvent(f"field 'amount' has more than 2 decimals: {_show(raw)}")
     if upper is not None and amount > upper:
         raise InvalidEvent(f"field 'amount' must be at most {upper}, got {_show(raw)}")
-    return amount.quantize(CENT)
+    return cents

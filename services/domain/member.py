@@ -116,14 +116,25 @@ def birthday_in(year: int, birth_date: date) -> date:
 
 def latest_birthday(birth_date: date, at: datetime) -> datetime | None:
     """The most recent birthday (00:00:00Z of its day) at or before `at`."""
-    for year in (at.year, at.year - 1):
-        if year < birth_date.year or year < 1:
-            return None
-        day = birthday_in(year, birth_date)
-        instant = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    for instant in _birthdays(birth_date, at.year):
         if instant <= at:
             return instant
     return None
+
+
+@lru_cache(maxsize=65_536)
+def _birthdays(birth_date: date, year: int) -> tuple[datetime, ...]:
+    """The birthdays in `year` and the year before, latest first, as far as they exist.
+    Every command of an enrolled member asks (step 0): ~4% of the deciding thread's CPU
+    went to making the same two instants again (issue 19). Keyed by the birth date, not
+    the member: a century of birth dates over a few years fits the cache."""
+    found: list[datetime] = []
+    for y in (year, year - 1):
+        if y < birth_date.year or y < 1:
+            break
+        day = birthday_in(y, birth_date)
+        found.append(datetime(day.year, day.month, day.day, tzinfo=UTC))
+    return tuple(found)
 
 
 class Member(Aggregate):

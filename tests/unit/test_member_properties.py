@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.domain import member_snapshot
-from services.domain.member import Member
+from services.domain.member import Member, latest_birthday
 from services.program import Badge, Campaign, Program
 from services.program_file import load_program
 from tests.unit.reference_model import Model
@@ -252,3 +252,28 @@ def test_a_snapshot_of_another_format_is_ignored() -> None:
     member = Member.register("ann")
     data = member_snapshot.encode(member).replace(b'"format":1', b'"format":0')
     assert member_snapshot.decode(data) is None
+
+
+def _birthday_by_scan(birth_date: date, at: datetime) -> datetime | None:
+    """Every year back from `at`'s to the birth year, by the rule's words."""
+    for year in range(at.year, max(birth_date.year, 1) - 1, -1):
+        try:
+            day = birth_date.replace(year=year)
+        except ValueError:  # 29 February in a year without one
+            day = date(year, 2, 28)
+        instant = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if instant <= at:
+            return instant
+    return None
+
+
+@given(
+    st.dates(),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_the_latest_birthday_is_the_last_one_at_or_before_the_instant(
+    birth_date: date, at: datetime
+) -> None:
+    # Asked twice: the second answer comes from the cache of birthdays by year.
+    assert latest_birthday(birth_date, at) == _birthday_by_scan(birth_date, at)
+    assert latest_birthday(birth_date, at) == _birthday_by_scan(birth_date, at)
