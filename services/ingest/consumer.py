@@ -285,9 +285,8 @@ class IngestLoop:
     def _stored_positions(
         self, tps: Sequence[TopicPartition]
     ) -> dict[TopicPartition, InputPosition]:
-        return {
-            tp: self.ledger.input_position(tp.topic, tp.partition) or NOTHING_STORED for tp in tps
-        }
+        stored = self.ledger.input_positions((tp.topic, tp.partition) for tp in tps)
+        return {tp: stored.get((tp.topic, tp.partition), NOTHING_STORED) for tp in tps}
 
     def _starts(
         self,

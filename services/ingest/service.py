@@ -303,13 +303,12 @@ class IngestService:
     ) -> tuple[list[Decoded], list[DeadLetter], int]:
         # A message at or below the stored position was taken in by an earlier commit
         # (ours before a crash, or another worker's before a rebalance): never again.
-        positions: dict[tuple[str, int], InputPosition] = {}
+        messages = [d.message for d in decoded] + [d.message for d in dead]
+        positions = self._ledger.input_positions({(m.topic, m.partition) for m in messages})
 
         def stored(message: InputMessage) -> bool:
-            key = (message.topic, message.partition)
-            if key not in positions:
-                positions[key] = self._ledger.input_position(*key) or NOTHING_STORED
-            return positions[key].holds(message.incarnation, message.offset)
+            position = positions.get((message.topic, message.partition), NOTHING_STORED)
+            return position.holds(message.incarnation, message.offset)
 
         fresh_decoded = [d for d in decoded if not stored(d.message)]
         fresh_dead = [d for d in dead if not stored(d.message)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -130,11 +130,28 @@ class Ledger(Application[UUID]):
     def input_position(self, topic: str, partition: int) -> InputPosition | None:
         """How far the store has taken that input partition in, in its latest incarnation;
         None when it has taken nothing in of it."""
-        trackings = self.store.input_trackings(tracking_name(topic, partition))
-        if not trackings:
-            return None
-        name, offset = max(trackings, key=lambda t: incarnation_of(t[0]))
-        return InputPosition(incarnation_of(name), offset)
+        return self.input_positions([(topic, partition)]).get((topic, partition))
+
+    def input_positions(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], InputPosition]:
+        """`input_position` of each (topic, partition), in one query: a batch asks for
+        every partition it holds (a round trip each was ~3% of deciding, issue 19). The
+        partitions the store has taken nothing in of are left out."""
+        partition_of = {tracking_name(topic, p): (topic, p) for topic, p in partitions}
+        if not partition_of:
+            return {}
+        positions: dict[tuple[str, int], InputPosition] = {}
+        for name, offset in self.store.input_trackings(list(partition_of)):
+            # A name is its partition's, or that and "~incarnation" (topics hold no '~').
+            key = partition_of.get(name.partition("~")[0])
+            if key is None:
+                continue  # not asked for
+            position = InputPosition(incarnation_of(name), offset)
+            known = positions.get(key)
+            if known is None or position.incarnation > known.incarnation:
+                positions[key] = position
+        return positions
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         return self.store.known_event_ids(event_ids) if event_ids else set()

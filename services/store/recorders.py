@@ -80,12 +80,18 @@ SELECT_KNOWN_PG = (
 )
 SELECT_KNOWN_SQLITE = "SELECT event_id FROM ingest_receipts WHERE event_id IN ({marks})"
 SELECT_COUNTS = "SELECT topic, outcome, messages FROM ingest_counts"
-# An input partition's tracking records, one per incarnation (checkpoint.tracking_name).
-SELECT_INPUT_TRACKING = (
+# Input partitions' tracking records: one per partition and incarnation, named by
+# checkpoint.tracking_name (the partition's name, then "~incarnation" after the first).
+SELECT_INPUT_TRACKINGS_PG = (
     "SELECT application_name, MAX(notification_id) FROM {table} "
-    "WHERE application_name = {p} OR application_name LIKE {p} ESCAPE '\\' "
+    "WHERE application_name = ANY(%s::text[]) OR application_name LIKE ANY(%s::text[]) "
+    "GROUP BY application_name"
+)  # PostgreSQL's LIKE escapes with a backslash unless told otherwise
+SELECT_INPUT_TRACKINGS_SQLITE = (
+    "SELECT application_name, MAX(notification_id) FROM tracking WHERE {where} "
     "GROUP BY application_name"
 )
+SQLITE_INPUT_TRACKING = "application_name = ? OR application_name LIKE ? ESCAPE '\\'"
 COPY_RECEIPTS = (
     "COPY ingest_receipts (event_id, topic, partition, input_offset, outcome) "
     "FROM STDIN (FORMAT binary)"
@@ -329,12 +335,15 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
             curs.execute(statement, (aggregate_id, after, upto if upto is not None else 2**62))
             return _stored_events(curs.fetchall())
 
-    def input_trackings(self, name: str) -> list[tuple[str, int]]:
-        statement = SQL(SELECT_INPUT_TRACKING.format(table="{0}.{1}", p="%s")).format(
+    def input_trackings(self, names: Sequence[str]) -> list[tuple[str, int]]:
+        """(name, position) of each tracking record of these input partitions, in every
+        incarnation."""
+        statement = SQL(SELECT_INPUT_TRACKINGS_PG.format(table="{0}.{1}")).format(
             Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
         )
+        patterns = [_escape_like(name) + "~%" for name in names]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (name, _escape_like(name) + "~%"))
+            curs.execute(statement, (list(names), patterns))
             return [(r["application_name"], int(r["max"])) for r in curs.fetchall()]
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
@@ -443,11 +452,18 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
             )
             return [StoredEvent(UUID(r[0]), r[1], r[2], r[3]) for r in c.fetchall()]
 
-    def input_trackings(self, name: str) -> list[tuple[str, int]]:
-        statement = SELECT_INPUT_TRACKING.format(table="tracking", p="?")
+    def input_trackings(self, names: Sequence[str]) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
         with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, (name, _escape_like(name) + "~%"))
-            return [(r[0], int(r[1])) for r in c.fetchall()]
+            for start in range(0, len(names), SQLITE_MAX_PARAMS // 2):
+                chunk = names[start : start + SQLITE_MAX_PARAMS // 2]
+                where = " OR ".join([SQLITE_INPUT_TRACKING] * len(chunk))
+                c.execute(
+                    SELECT_INPUT_TRACKINGS_SQLITE.format(where=where),
+                    [p for name in chunk for p in (name, _escape_like(name) + "~%")],
+                )
+                found.extend((r[0], int(r[1])) for r in c.fetchall())
+        return found
 
     def known_event_ids(self, event_ids: Collection[str]) -> set[str]:
         ids = list(event_ids)

@@ -136,6 +136,32 @@ def test_partitions_of_topics_whose_names_look_alike_never_mix(ledger: Ledger) -
     assert ledger.input_position("a_b", 1) is None
 
 
+def test_a_batch_reads_the_positions_of_all_its_partitions_at_once(ledger: Ledger) -> None:
+    for topic, partition, incarnation, offset in (
+        ("a_b", 0, 0, 4),
+        ("a_b", 0, 1, 5),
+        ("aXb", 0, 2, 7),
+        ("aXb", 1, 0, 3),
+        ("a.b", 0, 0, 9),
+        ("a%b", 10, 0, 2),
+    ):
+        cp = Checkpoint()
+        cp.account(topic, partition, offset, MessageOutcome.APPLIED, incarnation)
+        ledger.commit([], cp)
+    asked = [("a_b", 0), ("aXb", 0), ("aXb", 1), ("a.b", 0), ("a%b", 1), ("a%b", 10), ("c", 0)]
+    assert ledger.input_positions(asked) == {
+        ("a_b", 0): InputPosition(1, 5),
+        ("aXb", 0): InputPosition(2, 7),
+        ("aXb", 1): InputPosition(0, 3),
+        ("a.b", 0): InputPosition(0, 9),
+        ("a%b", 10): InputPosition(0, 2),
+    }
+    assert ledger.input_positions(asked) == {
+        key: position for key in asked if (position := ledger.input_position(*key)) is not None
+    }
+    assert ledger.input_positions([]) == {}
+
+
 def test_skipped_offsets_move_the_position_and_are_counted(ledger: Ledger) -> None:
     cp = Checkpoint()
     cp.skip("in", 0, 0, first=0, upto=40)
