@@ -2,17 +2,19 @@
 
 Each command names the member that owns it (the message key's member), so that
 one partition, and so one worker, holds every command of a member.
+
+Tuples, as immutable as frozen dataclasses: one is built per input message, and a frozen
+dataclass's guarded `__init__` (a `setattr` a field) costs three times as much.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Purchase:
+class Purchase(NamedTuple):
     event_id: str
     member_id: str
     order_id: str
@@ -20,8 +22,7 @@ class Purchase:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Refund:
+class Refund(NamedTuple):
     event_id: str
     member_id: str
     order_id: str
@@ -29,16 +30,14 @@ class Refund:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Referral:
+class Referral(NamedTuple):
     event_id: str
     member_id: str  # the referee: referrals are recorded on the member who was referred
     referrer_id: str
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class SocialShare:
+class SocialShare(NamedTuple):
     event_id: str
     member_id: str
     network: str
@@ -46,8 +45,7 @@ class SocialShare:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Redemption:
+class Redemption(NamedTuple):
     event_id: str
     member_id: str
     points: int
@@ -55,8 +53,7 @@ class Redemption:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Enrolment:
+class Enrolment(NamedTuple):
     event_id: str
     member_id: str
     birth_date: date | None
@@ -64,8 +61,7 @@ class Enrolment:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(NamedTuple):
     event_id: str
     member_id: str
     product_id: str

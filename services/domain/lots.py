@@ -1,6 +1,8 @@
 """Value types the member aggregate keeps: lots, orders, its referral.
 
-Slotted: a worker keeps every active member in memory, and these are most of it.
+Slotted: a worker keeps every active member in memory, and these are most of it. The
+immutable ones are tuples: a credit makes a lot, and a tuple is built in a third of a
+frozen dataclass's time.
 """
 
 from __future__ import annotations
@@ -8,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Lot:
+class Lot(NamedTuple):
     """Points credited at one instant; they expire together, `lot_lifetime_days` later."""
 
     date: datetime
@@ -41,8 +43,7 @@ class Referral:
     settled: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCredit:
+class PendingCredit(NamedTuple):
     """A purchase's points held until its return window closes (`release_at`)."""
 
     order_id: str

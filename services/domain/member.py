@@ -289,7 +289,7 @@ class Member(Aggregate):
             bonus_due = ReferrerBonusDue(self.referral.referrer_id, event_id, at)
         self._earn_badges(program, "purchase", event_id, at)
         self._review(program, at)
-        return Outcome(referrer_bonus=bonus_due)
+        return APPLIED if bonus_due is None else Outcome(referrer_bonus=bonus_due)
 
     def refund(
         self, program: Program, *, event_id: str, order_id: str, amount: Decimal, at: datetime
