@@ -71,11 +71,12 @@ async def gather_status(
         if not refusal_as_error:
             raise
         ends, kafka_error = {}, str(exc)
+    positions = await asyncio.to_thread(ledger.input_positions, ends)
     for topic in topics:
         lag = 0
         partitions = sorted(p for (t, p) in ends if t == topic)
         for partition in partitions:
-            stored = await asyncio.to_thread(ledger.input_position, topic, partition)
+            stored = positions.get((topic, partition))
             lag += max(ends[(topic, partition)] - (0 if stored is None else stored.offset + 1), 0)
         inputs[topic] = {
             "applied": counts.get((topic, "applied"), 0),
