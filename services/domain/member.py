@@ -722,6 +722,12 @@ class Member(Aggregate):
         self._modified_on = new_event.timestamp
         self._pending_events.append(new_event)
 
+    def collect_events(self) -> list[CanMutateAggregate[UUID]]:
+        """eventsourcing's, handing the pending list over whole where the library's pops
+        it an event at a time (a batch collects thousands)."""
+        collected, self._pending_events = self._pending_events, []
+        return collected
+
     def _dated(self, at: datetime) -> None:
         if self.latest_at is None or at > self.latest_at:
             self.latest_at = at

@@ -124,8 +124,10 @@ class Ledger(Application[UUID]):
 
     def put(self, events: Sequence[Any], checkpoint: Checkpoint) -> None:
         """Stores events already collected from their members, and the checkpoint,
-        atomically: what a batch decided while the one before it was being written."""
-        self.events.put(events, checkpoint=checkpoint)
+        atomically: what a batch decided while the one before it was being written.
+        Mapped by the ledger's own mapper straight to rows (not through the library's
+        `EventStore.put`, which would make a StoredEvent of each)."""
+        self.store.insert_rows(map(cast(LedgerMapper, self.mapper).to_row, events), checkpoint)
 
     def input_position(self, topic: str, partition: int) -> InputPosition | None:
         """How far the store has taken that input partition in, in its latest incarnation;

@@ -18,6 +18,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
 from services.store.checkpoint import Checkpoint, Receipt, tracking_name
+from services.store.transcoder import StoredRow
 
 # Stored forever next to the events: change only with a migration.
 CREATE_RECEIPTS = (
@@ -105,28 +106,28 @@ NO_JIT = "SET jit = off"
 # as it is (text format wants it hex-encoded: twice the bytes, for Python to write and
 # PostgreSQL to read), and ids as their 16 bytes. ~3.3 -> ~0.9 us a row (issue 19): this
 # is the ingest path's hottest loop after the domain. Columns as eventsourcing creates
-# them (uuid, bigint, text, bytea); its UUID ids are the only ones this store holds.
+# them (uuid, bigint, text, bytea).
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
 _BINARY_TRAILER = b"\xff\xff"
+_EMPTY_COPY = len(_BINARY_HEADER) + len(_BINARY_TRAILER)
 _EVENT_ROW = struct.Struct("!hi16siqi")  # 4 fields; uuid; bigint; the topic's length
 _LENGTH = struct.Struct("!i")
 _RECEIPT_HEAD = struct.Struct("!hi")  # 5 fields; the event id's length
 _RECEIPT_TAIL = struct.Struct("!iiiqi")  # integer partition; bigint offset; outcome's length
 
 
-def _event_rows(stored_events: Iterable[StoredEvent]) -> bytes:
+def _event_rows(rows: Iterable[StoredRow]) -> bytes:
     topics: dict[str, bytes] = {}  # a batch has a handful of topics: each encoded once
     parts = [_BINARY_HEADER]
     append = parts.append
-    for e in stored_events:
-        topic = topics.get(e.topic)
-        if topic is None:
-            topic = topics[e.topic] = e.topic.encode()
-        uid = cast(UUID, e.originator_id)
-        append(_EVENT_ROW.pack(4, 16, uid.bytes, 8, e.originator_version, len(topic)))
-        append(topic)
-        append(_LENGTH.pack(len(e.state)))
-        append(e.state)
+    for originator_id, version, topic, state in rows:
+        encoded = topics.get(topic)
+        if encoded is None:
+            encoded = topics[topic] = topic.encode()
+        append(_EVENT_ROW.pack(4, 16, originator_id.bytes, 8, version, len(encoded)))
+        append(encoded)
+        append(_LENGTH.pack(len(state)))
+        append(state)
     append(_BINARY_TRAILER)
     return b"".join(parts)
 
@@ -183,15 +184,31 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """eventsourcing's entry (an application's save) onto `insert_rows`. Returns no
+        notification ids: nothing here reads them."""
+        # Its UUID ids are the only ones this store holds (the columns are eventsourcing's).
+        rows = [
+            (cast(UUID, e.originator_id), e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        self.insert_rows(rows, kwargs.get("checkpoint"), kwargs.get("tracking"))
+        return None
+
+    def insert_rows(
+        self,
+        rows: Iterable[StoredRow],
+        checkpoint: Checkpoint | None = None,
+        tracking: Tracking | None = None,
+    ) -> None:
         """The bulk path: events and receipts by COPY, in one transaction.
 
         The library's insert dumps a composite array row by row in Python; COPY is the
         fastest way into PostgreSQL. The table lock is kept: notification ids must be
         committed in their order, or a projection could pass over a gap filled later.
-        Returns no notification ids: nothing here reads them.
+        Both COPYs are made before it is taken, so that it is held for the writes alone.
         """
-        checkpoint: Checkpoint | None = kwargs.get("checkpoint")
-        tracking: Tracking | None = kwargs.get("tracking")
+        events = _event_rows(rows)
+        receipts = _receipt_rows(checkpoint.receipts) if checkpoint and checkpoint.receipts else b""
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._lock_table(curs)
             self._notify_channel(curs)
@@ -199,16 +216,15 @@ class LedgerPostgresRecorder(PostgresProcessRecorder):
                 self._insert_tracking(curs, tracking)
             if checkpoint is not None:
                 self._insert_trackings(curs, _trackings(checkpoint))
-                if checkpoint.receipts:
+                if receipts:
                     with curs.copy(COPY_RECEIPTS) as copy:
-                        copy.write(_receipt_rows(checkpoint.receipts))
+                        copy.write(receipts)
                 counts = _count_rows(checkpoint)
                 if counts:
                     curs.executemany(ADD_COUNT.format(p="%s"), counts)
-            if stored_events:
+            if len(events) > _EMPTY_COPY:
                 with curs.copy(self._copy_events) as copy:
-                    copy.write(_event_rows(stored_events))
-        return None
+                    copy.write(events)
 
     def _insert_trackings(self, curs: Any, trackings: list[Tracking]) -> None:
         """eventsourcing's single-row tracking upsert, every partition of a batch in one
@@ -365,6 +381,17 @@ class LedgerSQLiteRecorder(SQLiteProcessRecorder):
             CREATE_COUNTS,
             CREATE_SNAPSHOTS.format(blob="BLOB"),
         ]
+
+    def insert_rows(
+        self,
+        rows: Iterable[StoredRow],
+        checkpoint: Checkpoint | None = None,
+        tracking: Tracking | None = None,
+    ) -> None:
+        """The PostgreSQL recorder's bulk path, by the library's own insert."""
+        self.insert_events(
+            [StoredEvent(*row) for row in rows], checkpoint=checkpoint, tracking=tracking
+        )
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
