@@ -10,9 +10,11 @@ import re
 from datetime import UTC, datetime
 
 # RFC 3339's date-time: "T" or "t" between, "Z", "z" or a numeric offset at the end.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+RFC3339 = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+_RFC3339 = re.compile(RFC3339)
 
 
 def parse_instant(text: str) -> datetime:
@@ -22,6 +24,12 @@ def parse_instant(text: str) -> datetime:
             f"is not a valid RFC 3339 timestamp with a UTC offset (e.g. 2026-03-01T12:00:00Z): "
             f"{_excerpt(text)}"
         )
+    return parse_matched_instant(text)
+
+
+def parse_matched_instant(text: str) -> datetime:
+    """`parse_instant` of a text known to match RFC3339 already (a schema's pattern
+    checked it: matching it twice was ~1% of the worker's CPU, issue 19)."""
     try:
         parsed = datetime.fromisoformat(text.upper())
     except ValueError:

@@ -21,7 +21,10 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Union, cast
 
 import msgspec
+import msgspec.inspect
 from msgspec import UNSET, Meta, UnsetType
+
+from services.instants import RFC3339
 
 # Keywords that only describe: they check nothing.
 _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
@@ -33,6 +36,7 @@ _BOUNDS = {"minimum": "ge", "maximum": "le", "exclusiveMinimum": "gt", "exclusiv
 _INT64 = (-(2**63), 2**63 - 1)
 _DOLLAR = re.compile(r"(?<!\\)\$")
 _LOCAL_REF = re.compile(r"#/\$defs/([A-Za-z0-9_]+)")
+_INSTANT = f"^{RFC3339}\\Z"  # as `_string` compiles the schemas' own pattern
 
 
 class Unsupported(Exception):
@@ -71,6 +75,20 @@ def message_decoder(structs: Iterable[type[Message]]) -> msgspec.json.Decoder[An
     if not union:
         return None
     return msgspec.json.Decoder(Union[union])  # noqa: UP007
+
+
+def matches_instants(struct: type[Message]) -> bool:
+    """Whether the struct's `occurred_at` holds only texts that match the instants' RFC
+    3339 pattern (services/instants.py): what the schemas say, so that decoding need
+    not match it again."""
+    info = msgspec.inspect.type_info(struct)
+    if not isinstance(info, msgspec.inspect.StructType):
+        return False
+    for field in info.fields:
+        if field.name == "occurred_at":
+            kind = field.type
+            return isinstance(kind, msgspec.inspect.StrType) and kind.pattern == _INSTANT
+    return False
 
 
 def _compile(name: str, schema: Mapping[str, Any]) -> type[Message]:

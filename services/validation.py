@@ -33,9 +33,9 @@ from services.commands import (
 )
 from services.config import Topics
 from services.ingest.messages import InputMessage
-from services.instants import parse_instant
+from services.instants import parse_instant, parse_matched_instant
 from services.program import Program
-from services.schema_structs import compile_schema, message_decoder
+from services.schema_structs import compile_schema, matches_instants, message_decoder
 
 if TYPE_CHECKING:
     from services.inputs import Registry
@@ -102,6 +102,7 @@ class Decoder:
         self.fast_types = frozenset(t.name for t in structs.values())
         self._fast_decoder = message_decoder(structs)
         self._struct_types = structs
+        self._instants_matched = frozenset(s for s in structs if matches_instants(s))
         # Fixed for the decoder's life: worked out once, not per message.
         self._carried = {
             topics.names[t.topic]: registry.carried_by(topics, topics.names[t.topic])
@@ -124,7 +125,7 @@ class Decoder:
                 message = self._fast_decoder.decode(value)
                 input_type = self._struct_types[type(message)]
                 if input_type.name in self._carried.get(topic, ()):
-                    at = _timestamp(message.occurred_at)
+                    at = _timestamp(message.occurred_at, type(message) in self._instants_matched)
                     return input_type.decode(message, at, self._program)
             except Exception:  # the slow path below finds what is wrong, and says it
                 pass
@@ -291,9 +292,9 @@ def _field_message(exc: fastjsonschema.JsonSchemaValueException) -> str:
     )
 
 
-def _timestamp(text: str) -> datetime:
+def _timestamp(text: str, matched: bool = False) -> datetime:
     try:
-        at = parse_instant(text)
+        at = parse_matched_instant(text) if matched else parse_instant(text)
     except ValueError as exc:
         raise InvalidEvent(f"field 'occurred_at' {exc}") from None
     if not EARLIEST <= at < LATEST:

@@ -14,7 +14,7 @@ from services.commands import Command
 from services.config import Topics
 from services.inputs import REGISTRY
 from services.program_file import load_program
-from services.schema_structs import compile_schema
+from services.schema_structs import compile_schema, matches_instants
 from services.validation import Decoder, InvalidEvent, load_schema
 
 TOPICS = Topics()
@@ -175,3 +175,37 @@ def test_a_custom_schema_without_a_fast_path_is_still_enforced() -> None:
     kind, reason = outcome(decoder, topic_of("purchase"), raw)
     assert kind == "dead letter"
     assert "currency" in str(reason) and "GBP" in str(reason)
+
+
+def test_the_shipped_schemas_check_occurred_at_as_the_instants_parser_does() -> None:
+    for t in REGISTRY:
+        struct = compile_schema(t.name, load_schema(t.name))
+        assert struct is not None and matches_instants(struct), t.name
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        {"type": "string"},
+        {"type": "string", "pattern": "^[0-9]{4}-.*$"},
+        {"type": "string", "minLength": 1},
+    ],
+)
+def test_a_looser_occurred_at_in_a_custom_schema_is_still_checked_as_an_instant(
+    occurred_at: dict[str, Any],
+) -> None:
+    # Its fast path may not skip the instants' own pattern: it no longer holds by schema.
+    schemas = {t.name: load_schema(t.name) for t in REGISTRY}
+    schemas["purchase"]["properties"]["occurred_at"] = occurred_at
+    struct = compile_schema("purchase", schemas["purchase"])  # fastjsonschema edits it
+    assert struct is not None and not matches_instants(struct)
+    slow = Decoder(PROGRAM, TOPICS, REGISTRY, schemas=json.loads(json.dumps(schemas)), fast=False)
+    decoder = Decoder(PROGRAM, TOPICS, REGISTRY, schemas=schemas)
+    assert "purchase" in decoder.fast_types
+    for text in ("2026-03-01 12:00:00Z", "2026-03-01T12:00:00", "2026-03-01T12:00:00Z\n"):
+        raw = json.dumps({**valid("purchase"), "occurred_at": text}).encode()
+        kind, reason = outcome(decoder, PURCHASES, raw)
+        assert kind == "dead letter" and "occurred_at" in str(reason), text
+        assert (kind, reason) == outcome(slow, PURCHASES, raw)
+    good = json.dumps(valid("purchase")).encode()
+    assert outcome(decoder, PURCHASES, good) == outcome(FAST, PURCHASES, good)
