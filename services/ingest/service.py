@@ -21,9 +21,9 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from services.commands import Command, Purchase, Referral
+from services.commands import Purchase, Referral
 from services.domain import member_snapshot
-from services.domain.member import Member, Outcome
+from services.domain.member import Member
 from services.domain.member_snapshot import SNAPSHOT_EVERY
 from services.faults import Contention
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
@@ -128,6 +128,9 @@ def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:
 
 
 _occurred_at = attrgetter("command.at")
+_event_id_of = attrgetter("command.event_id")
+_partition_of = attrgetter("topic", "partition")
+_member_id_of = attrgetter("command.member_id")
 
 
 def _in_time_order(run: list[Decoded]) -> bool:
@@ -194,7 +197,7 @@ class MemberCache:
 
     def prefetch(self, member_ids: Iterable[str]) -> None:
         """Loads every member not yet cached in one query: a batch's misses, at once."""
-        missing = {m for m in member_ids if m not in self._members}
+        missing = set(member_ids).difference(self._members)
         if not missing:
             return
         loaded = self._ledger.members(missing)
@@ -304,14 +307,20 @@ class IngestService:
         # A message at or below the stored position was taken in by an earlier commit
         # (ours before a crash, or another worker's before a rebalance): never again.
         messages = [d.message for d in decoded] + [d.message for d in dead]
-        positions = self._ledger.input_positions({(m.topic, m.partition) for m in messages})
-
-        def stored(message: InputMessage) -> bool:
-            position = positions.get((message.topic, message.partition), NOTHING_STORED)
-            return position.holds(message.incarnation, message.offset)
-
-        fresh_decoded = [d for d in decoded if not stored(d.message)]
-        fresh_dead = [d for d in dead if not stored(d.message)]
+        positions = self._ledger.input_positions(set(map(_partition_of, messages)))
+        # InputPosition.holds, inline: (incarnation, offset) above the stored one is fresh.
+        stored = {key: (p.incarnation, p.offset) for key, p in positions.items()}
+        nothing = (NOTHING_STORED.incarnation, NOTHING_STORED.offset)
+        fresh_decoded = [
+            d
+            for d in decoded
+            if (d.message.incarnation, d.message.offset) > stored.get(d.message[:2], nothing)
+        ]
+        fresh_dead = [
+            d
+            for d in dead
+            if (d.message.incarnation, d.message.offset) > stored.get(d.message[:2], nothing)
+        ]
         skipped = len(decoded) + len(dead) - len(fresh_decoded) - len(fresh_dead)
         return fresh_decoded, fresh_dead, skipped
 
@@ -324,9 +333,9 @@ class IngestService:
         in_flight: Collection[str] = frozenset(),
     ) -> Checkpoint:
         decoded = interleave(decoded)
-        event_ids = {d.command.event_id for d in decoded}
+        event_ids = set(map(_event_id_of, decoded))
         known = self._ledger.known_event_ids(event_ids) | event_ids.intersection(in_flight)
-        self.members.prefetch(d.command.member_id for d in decoded)
+        self.members.prefetch(set(map(_member_id_of, decoded)))
         # A referee's first purchase credits its referrer too: the batch's referrers are
         # read in one query as well, not one each as their bonuses fall due (7% of the
         # CPU deciding the bench's stream, issue 19).
@@ -334,7 +343,7 @@ class IngestService:
         # The loop runs once a message: what it calls is bound once a batch (a tenth of
         # the deciding thread's time went to its bookkeeping, issue 19).
         program = self._program
-        apply = self._apply
+        handlers = self._handlers
         decided = snapshots.decided
         receipts: list[Receipt] = []
         add_receipt = receipts.append
@@ -347,7 +356,7 @@ class IngestService:
                 continue
             known.add(event_id)
             member = self._member(command.member_id, touched, snapshots)
-            decision = apply(member, command)
+            decision = handlers[type(command)](member, program, command)
             decided(member)
             if decision.referrer_bonus is not None:
                 bonus = decision.referrer_bonus
@@ -381,9 +390,6 @@ class IngestService:
             member = touched[member_id] = self.members.get(member_id)
             snapshots.touched(member)
         return member
-
-    def _apply(self, member: Member, command: Command) -> Outcome:
-        return self._handlers[type(command)](member, self._program, command)
 
     def sweep(
         self,
