@@ -6,11 +6,13 @@ this module holds what the rules ask of them. docs/PROGRAM.md documents every ke
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
+from itertools import pairwise
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -112,6 +114,10 @@ class Program:
     badges: tuple[Badge, ...] = ()
 
     def tier_for(self, qualifying_points: int) -> Tier:
+        """The last tier whose minimum the points reach (the first if none does)."""
+        steps = self._tier_steps
+        if steps is not None:
+            return self.tiers[max(bisect_right(steps, qualifying_points) - 1, 0)]
         chosen = self.tiers[0]
         for tier in self.tiers:
             if qualifying_points >= tier.min_qualifying_points:
@@ -119,17 +125,29 @@ class Program:
         return chosen
 
     def tier_named(self, name: str) -> Tier:
-        for tier in self.tiers:
-            if tier.name == name:
-                return tier
-        raise KeyError(name)
+        return self._tiers_by_name[name]
 
     def multiplier(self, tier_name: str) -> Decimal:
-        return self.tier_named(tier_name).multiplier
+        return self._tiers_by_name[tier_name].multiplier
 
-    @property
+    @cached_property
     def lowest_tier(self) -> str:
         return self.tiers[0].name
+
+    # Every decision asks for tiers at least twice (docs/RULES.md, steps 2 and 4): found
+    # by bisection and by name rather than by a loop over the tiers.
+    @cached_property
+    def _tier_steps(self) -> list[int] | None:
+        """The tiers' minimums when they rise (as a program file requires), else None."""
+        steps = [tier.min_qualifying_points for tier in self.tiers]
+        return steps if all(a < b for a, b in pairwise(steps)) else None
+
+    @cached_property
+    def _tiers_by_name(self) -> dict[str, Tier]:
+        by_name: dict[str, Tier] = {}
+        for tier in self.tiers:
+            by_name.setdefault(tier.name, tier)  # the first of a name, as the loop found it
+        return by_name
 
     def campaigns_for(
         self, kind: str, at: datetime, tier: str, amount: Decimal | None = None

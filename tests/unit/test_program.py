@@ -9,8 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.program import ProgramError
+from services.program import ProgramError, Tier
 from services.program_file import DEFAULT_PROGRAM_PATH, load_program
 
 
@@ -242,3 +244,22 @@ def test_the_seasonal_program_shows_campaigns_badges_and_a_return_window() -> No
         ("critic", "review", 3, None, 75),
     ]
     assert program.tiers == load_program(None).tiers
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 5_000), min_size=1, max_size=5),
+    st.integers(-10, 6_000),
+)
+def test_a_tier_is_found_as_by_a_walk_over_the_tiers(minimums: list[int], points: int) -> None:
+    # Rising minimums (every program file's) take the bisection; any other order the walk.
+    tiers = tuple(Tier(f"t{i}", m, Decimal(1)) for i, m in enumerate(minimums))
+    program = replace(load_program(None), tiers=tiers)
+    walked = tiers[0]
+    for tier in tiers:
+        if points >= tier.min_qualifying_points:
+            walked = tier
+    assert program.tier_for(points) == walked
+    assert program.tier_named(walked.name) == walked
+    assert program.multiplier(walked.name) == walked.multiplier
+    assert program.lowest_tier == tiers[0].name
