@@ -13,7 +13,7 @@ afterwards as any other.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.domain import CanMutateAggregate
@@ -26,20 +26,26 @@ E = TypeVar("E", bound=CanMutateAggregate[UUID])
 
 
 class _Plan:
-    __slots__ = ("required", "size", "template")
+    __slots__ = ("declared", "now", "required", "size", "template")
 
-    def __init__(self, event_class: type) -> None:
-        declared = [f for f in dataclasses.fields(event_class) if f.name not in _FIRST]
+    def __init__(self, event_class: type[CanMutateAggregate[UUID]]) -> None:
+        fields = dataclasses.fields(cast(Any, event_class))
+        declared = [f for f in fields if f.name not in _FIRST]
         if any(f.default_factory is not dataclasses.MISSING for f in declared):
             raise TypeError(f"{event_class.__qualname__}: default factories are not planned")
-        # Every field in its declared order, with its default or a mark: a state starts
-        # as a copy of it, and the command's values replace the marks and defaults in
-        # place (a dict keeps a key where it was first put), in C, not a loop a field.
-        self.template = {
-            f.name: _REQUIRED if f.default is dataclasses.MISSING else f.default for f in declared
-        }
+        # Every field in its declared order, after the originator's and the timestamp,
+        # with its default or a mark: a state starts as a copy of it (a dict copied whole,
+        # in C), and the event's values replace the marks and defaults in place (a dict
+        # keeps a key where it was first put), not a loop a field.
+        self.template: dict[str, Any] = dict.fromkeys(_FIRST, _REQUIRED)
+        self.template.update(
+            (f.name, _REQUIRED if f.default is dataclasses.MISSING else f.default)
+            for f in declared
+        )
+        self.declared = frozenset(f.name for f in declared)
         self.required = frozenset(f.name for f in declared if f.default is dataclasses.MISSING)
-        self.size = len(_FIRST) + len(declared)
+        self.size = len(self.template)
+        self.now = event_class.create_timestamp
 
 
 _PLANS: dict[type, _Plan] = {}
@@ -53,19 +59,19 @@ def build_event(
     plan = _PLANS.get(event_class)
     if plan is None:
         plan = _PLANS[event_class] = _Plan(event_class)
-    state: dict[str, Any] = {
-        "originator_id": originator_id,
-        "originator_version": version,
-        "timestamp": event_class.create_timestamp(),
-        **plan.template,
-    }
+    state = plan.template.copy()
+    state["originator_id"] = originator_id
+    state["originator_version"] = version
+    state["timestamp"] = plan.now()
     state.update(kwargs)
     if len(state) != plan.size or not _FIRST_NAMES.isdisjoint(kwargs):
-        unexpected = sorted(set(kwargs) - set(plan.template))
+        unexpected = sorted(set(kwargs) - plan.declared)
         raise TypeError(f"{event_class.__qualname__} has no field {', '.join(unexpected)}")
     if not plan.required <= kwargs.keys():
         missing = sorted(plan.required - kwargs.keys())
         raise TypeError(f"{event_class.__qualname__} needs {', '.join(missing)}")
     built: E = object.__new__(event_class)
-    built.__dict__.update(state)
+    # The state becomes the event's own dict, not copied into a new one; set past the
+    # frozen dataclass's guard, as its own __init__ sets each field.
+    object.__setattr__(built, "__dict__", state)
     return built

@@ -113,7 +113,7 @@ _EMPTY_COPY = len(_BINARY_HEADER) + len(_BINARY_TRAILER)
 _EVENT_ROW = struct.Struct("!hi16siqi")  # 4 fields; uuid; bigint; the topic's length
 _LENGTH = struct.Struct("!i")
 _RECEIPT_HEAD = struct.Struct("!hi")  # 5 fields; the event id's length
-_RECEIPT_TAIL = struct.Struct("!iiiqi")  # integer partition; bigint offset; outcome's length
+_RECEIPT_TAIL = struct.Struct("!iiiq")  # integer partition; bigint offset
 
 
 def _event_rows(rows: Iterable[StoredRow]) -> bytes:
@@ -133,22 +133,26 @@ def _event_rows(rows: Iterable[StoredRow]) -> bytes:
 
 
 def _receipt_rows(receipts: Iterable[Receipt]) -> bytes:
-    """Receipts in COPY's binary format too: 2.8 -> 1.4 us a row."""
-    texts: dict[str, bytes] = {}  # topics and outcomes: a handful a batch
+    """Receipts in COPY's binary format too: 2.8 -> 1.4 us a row, and less since each
+    topic and outcome is packed with its length once a batch."""
+    texts: dict[str, bytes] = {}  # a handful of topics and outcomes a batch
     parts = [_BINARY_HEADER]
     append = parts.append
-    for r in receipts:
-        event_id = r.event_id.encode()
-        topic = texts.get(r.topic) or texts.setdefault(r.topic, r.topic.encode())
-        outcome = texts.get(r.outcome) or texts.setdefault(r.outcome, str(r.outcome).encode())
-        append(_RECEIPT_HEAD.pack(5, len(event_id)))
-        append(event_id)
-        append(_LENGTH.pack(len(topic)))
-        append(topic)
-        append(_RECEIPT_TAIL.pack(4, r.partition, 8, r.offset, len(outcome)))
-        append(outcome)
+    for event_id, topic, partition, offset, outcome in receipts:
+        encoded = event_id.encode()
+        append(_RECEIPT_HEAD.pack(5, len(encoded)))
+        append(encoded)
+        append(texts.get(topic) or texts.setdefault(topic, _field(topic)))
+        append(_RECEIPT_TAIL.pack(4, partition, 8, offset))
+        append(texts.get(outcome) or texts.setdefault(outcome, _field(outcome)))
     append(_BINARY_TRAILER)
     return b"".join(parts)
+
+
+def _field(text: str) -> bytes:
+    """A text field of a binary COPY row: its length, then its UTF-8."""
+    encoded = text.encode()
+    return _LENGTH.pack(len(encoded)) + encoded
 
 
 def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
