@@ -87,6 +87,11 @@ class Rewarded(NamedTuple):
     # the program on a tie), each bonus to its own campaign.
     campaigns: Mapping[str, int] = NO_CAMPAIGN
 
+    def by_campaign(self) -> dict[str, int]:
+        """`campaigns` as an event stores it: a dict of its own (`dict()` of the shared
+        empty proxy took 0.43 us, most events' case)."""
+        return dict(self.campaigns) if self.campaigns else {}
+
 
 @dataclass(frozen=True)
 class Program:

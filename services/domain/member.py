@@ -235,13 +235,15 @@ class Member(Aggregate):
     ) -> Outcome:
         self._steps_0_to_2(program, at)
         if order_id in self.orders:
-            self.trigger_event(
+            self._trigger(
                 Member.PurchaseRejected,
-                event_id=event_id,
-                order_id=order_id,
-                amount=amount,
-                reason=DUPLICATE_ORDER,
-                at=at,
+                dict(
+                    event_id=event_id,
+                    order_id=order_id,
+                    amount=amount,
+                    reason=DUPLICATE_ORDER,
+                    at=at,
+                ),
             )
             self._review(program, at)
             return Outcome(rejected=DUPLICATE_ORDER)
@@ -257,34 +259,38 @@ class Member(Aggregate):
         held = program.pending_days > 0
         credited = 0 if held else earned.points
         first_purchase = not self.orders
-        self.trigger_event(
+        self._trigger(
             Member.PurchaseRecorded,
-            event_id=event_id,
-            order_id=order_id,
-            amount=amount,
-            base_points=base,
-            multiplier=multiplier,
-            points=credited,
-            earned=earned.points,
-            pending=earned.points if held else 0,
-            release_at=at + program.pending_period if held else None,
-            campaigns=dict(earned.campaigns),
-            debt_repaid=min(self.debt, credited),
-            balance=self.balance + credited,
-            qualifying_points=self.qualifying_points_at(program, at) + base,
-            at=at,
+            dict(
+                event_id=event_id,
+                order_id=order_id,
+                amount=amount,
+                base_points=base,
+                multiplier=multiplier,
+                points=credited,
+                earned=earned.points,
+                pending=earned.points if held else 0,
+                release_at=at + program.pending_period if held else None,
+                campaigns=earned.by_campaign(),
+                debt_repaid=min(self.debt, credited),
+                balance=self.balance + credited,
+                qualifying_points=self.qualifying_points_at(program, at) + base,
+                at=at,
+            ),
         )
         bonus_due = None
         if first_purchase and self.referral is not None and self._referral_open(program, at):
             bonus = program.referee_bonus
-            self.trigger_event(
+            self._trigger(
                 Member.ReferralRewarded,
-                event_id=event_id,
-                referrer_id=self.referral.referrer_id,
-                points=bonus,
-                debt_repaid=min(self.debt, bonus),
-                balance=self.balance + bonus,
-                at=at,
+                dict(
+                    event_id=event_id,
+                    referrer_id=self.referral.referrer_id,
+                    points=bonus,
+                    debt_repaid=min(self.debt, bonus),
+                    balance=self.balance + bonus,
+                    at=at,
+                ),
             )
             bonus_due = ReferrerBonusDue(self.referral.referrer_id, event_id, at)
         self._earn_badges(program, "purchase", event_id, at)
@@ -298,13 +304,9 @@ class Member(Aggregate):
         order = self.orders.get(order_id)
         if order is None or order.refunded + amount > order.amount:
             reason = UNKNOWN_ORDER if order is None else REFUND_EXCEEDS_ORDER
-            self.trigger_event(
+            self._trigger(
                 Member.RefundRejected,
-                event_id=event_id,
-                order_id=order_id,
-                amount=amount,
-                reason=reason,
-                at=at,
+                dict(event_id=event_id, order_id=order_id, amount=amount, reason=reason, at=at),
             )
             self._review(program, at)
             return Outcome(rejected=reason)
@@ -321,20 +323,22 @@ class Member(Aggregate):
         from_pending = min(clawback, self._pending_of(order_id))
         from_balance = clawback - from_pending
         consumed, shortfall = self._consume(from_balance)
-        self.trigger_event(
+        self._trigger(
             Member.RefundRecorded,
-            event_id=event_id,
-            order_id=order_id,
-            amount=amount,
-            base_points_removed=base_removed,
-            points=-from_balance,
-            pending=-from_pending,
-            consumed=consumed,
-            debt_added=shortfall,
-            balance=self.balance - from_balance,
-            qualifying_points=self.qualifying_points_at(program, at)
-            - (base_removed if in_window else 0),
-            at=at,
+            dict(
+                event_id=event_id,
+                order_id=order_id,
+                amount=amount,
+                base_points_removed=base_removed,
+                points=-from_balance,
+                pending=-from_pending,
+                consumed=consumed,
+                debt_added=shortfall,
+                balance=self.balance - from_balance,
+                qualifying_points=self.qualifying_points_at(program, at)
+                - (base_removed if in_window else 0),
+                at=at,
+            ),
         )
         self._review(program, at)
         return APPLIED
@@ -351,16 +355,13 @@ class Member(Aggregate):
         elif self.orders:
             reason = REFEREE_HAS_PURCHASED
         if reason is None:
-            self.trigger_event(
-                Member.ReferralRecorded, event_id=event_id, referrer_id=referrer_id, at=at
+            self._trigger(
+                Member.ReferralRecorded, dict(event_id=event_id, referrer_id=referrer_id, at=at)
             )
         else:
-            self.trigger_event(
+            self._trigger(
                 Member.ReferralRejected,
-                event_id=event_id,
-                referrer_id=referrer_id,
-                reason=reason,
-                at=at,
+                dict(event_id=event_id, referrer_id=referrer_id, reason=reason, at=at),
             )
         self._review(program, at)
         return Outcome(rejected=reason)
@@ -379,17 +380,19 @@ class Member(Aggregate):
                 program.share_points,
                 program.campaigns_for("social_share", at, self.tier_name(program)),
             )
-        self.trigger_event(
+        self._trigger(
             Member.SocialShareRecorded,
-            event_id=event_id,
-            network=network,
-            url=url,
-            day=day,
-            points=earned.points,
-            campaigns=dict(earned.campaigns),
-            debt_repaid=min(self.debt, earned.points),
-            balance=self.balance + earned.points,
-            at=at,
+            dict(
+                event_id=event_id,
+                network=network,
+                url=url,
+                day=day,
+                points=earned.points,
+                campaigns=earned.by_campaign(),
+                debt_repaid=min(self.debt, earned.points),
+                balance=self.balance + earned.points,
+                at=at,
+            ),
         )
         self._earn_badges(program, "social_share", event_id, at)
         self._review(program, at)
@@ -400,26 +403,30 @@ class Member(Aggregate):
     ) -> Outcome:
         self._steps_0_to_2(program, at)
         if self.balance < points:
-            self.trigger_event(
+            self._trigger(
                 Member.RedemptionDeclined,
-                event_id=event_id,
-                reward=reward,
-                requested=points,
-                balance=self.balance,
-                reason=INSUFFICIENT_BALANCE,
-                at=at,
+                dict(
+                    event_id=event_id,
+                    reward=reward,
+                    requested=points,
+                    balance=self.balance,
+                    reason=INSUFFICIENT_BALANCE,
+                    at=at,
+                ),
             )
             self._review(program, at)
             return Outcome(rejected=INSUFFICIENT_BALANCE)
         consumed, _ = self._consume(points)
-        self.trigger_event(
+        self._trigger(
             Member.PointsRedeemed,
-            event_id=event_id,
-            reward=reward,
-            points=-points,
-            consumed=consumed,
-            balance=self.balance - points,
-            at=at,
+            dict(
+                event_id=event_id,
+                reward=reward,
+                points=-points,
+                consumed=consumed,
+                balance=self.balance - points,
+                at=at,
+            ),
         )
         self._review(program, at)
         return APPLIED
@@ -436,8 +443,8 @@ class Member(Aggregate):
         """`birth_date` is a real date no later than `at`'s UTC date: the caller validated it."""
         self._steps_0_to_2(program, at)
         if self.enrolled_at is not None:
-            self.trigger_event(
-                Member.EnrolmentRejected, event_id=event_id, reason=ALREADY_ENROLLED, at=at
+            self._trigger(
+                Member.EnrolmentRejected, dict(event_id=event_id, reason=ALREADY_ENROLLED, at=at)
             )
             self._review(program, at)
             return Outcome(rejected=ALREADY_ENROLLED)
@@ -447,16 +454,18 @@ class Member(Aggregate):
             program.welcome_bonus,
             program.campaigns_for("enrolment", at, self.tier_name(program)),
         )
-        self.trigger_event(
+        self._trigger(
             Member.Enrolled,
-            event_id=event_id,
-            birth_date=None if birth_date is None else birth_date.isoformat(),
-            channel=channel,
-            points=earned.points,
-            campaigns=dict(earned.campaigns),
-            debt_repaid=min(self.debt, earned.points),
-            balance=self.balance + earned.points,
-            at=at,
+            dict(
+                event_id=event_id,
+                birth_date=None if birth_date is None else birth_date.isoformat(),
+                channel=channel,
+                points=earned.points,
+                campaigns=earned.by_campaign(),
+                debt_repaid=min(self.debt, earned.points),
+                balance=self.balance + earned.points,
+                at=at,
+            ),
         )
         self._review(program, at)
         return APPLIED
@@ -485,19 +494,21 @@ class Member(Aggregate):
                 program.review_points,
                 program.campaigns_for("review", at, self.tier_name(program)),
             )
-        self.trigger_event(
+        self._trigger(
             Member.ReviewRecorded,
-            event_id=event_id,
-            product_id=product_id,
-            rating=rating,
-            order_id=order_id,
-            day=day,
-            rewarded=rewarded,
-            points=earned.points,
-            campaigns=dict(earned.campaigns),
-            debt_repaid=min(self.debt, earned.points),
-            balance=self.balance + earned.points,
-            at=at,
+            dict(
+                event_id=event_id,
+                product_id=product_id,
+                rating=rating,
+                order_id=order_id,
+                day=day,
+                rewarded=rewarded,
+                points=earned.points,
+                campaigns=earned.by_campaign(),
+                debt_repaid=min(self.debt, earned.points),
+                balance=self.balance + earned.points,
+                at=at,
+            ),
         )
         self._earn_badges(program, "review", event_id, at)
         self._review(program, at)
@@ -509,14 +520,16 @@ class Member(Aggregate):
         """The referrer's side of a rewarded referral; `event_id` is the referee's purchase."""
         self._steps_0_to_2(program, at)
         bonus = program.referrer_bonus
-        self.trigger_event(
+        self._trigger(
             Member.ReferrerBonusEarned,
-            event_id=event_id,
-            referee_id=referee_id,
-            points=bonus,
-            debt_repaid=min(self.debt, bonus),
-            balance=self.balance + bonus,
-            at=at,
+            dict(
+                event_id=event_id,
+                referee_id=referee_id,
+                points=bonus,
+                debt_repaid=min(self.debt, bonus),
+                balance=self.balance + bonus,
+                at=at,
+            ),
         )
         self._review(program, at)
         return APPLIED
@@ -544,13 +557,15 @@ class Member(Aggregate):
         if self.last_birthday is not None and birthday <= self.last_birthday:
             return
         bonus = program.birthday_bonus
-        self.trigger_event(
+        self._trigger(
             Member.BirthdayRewarded,
-            birthday=birthday,
-            points=bonus,
-            debt_repaid=min(self.debt, bonus),
-            balance=self.balance + bonus,
-            at=birthday,
+            dict(
+                birthday=birthday,
+                points=bonus,
+                debt_repaid=min(self.debt, bonus),
+                balance=self.balance + bonus,
+                at=birthday,
+            ),
         )
 
     def _release(self, at: datetime) -> None:
@@ -558,26 +573,27 @@ class Member(Aggregate):
         reach the balance, oldest first, each a lot dated at its release time."""
         while self._pending and self._pending[0].release_at <= at:
             credit = self._pending[0]
-            self.trigger_event(
+            self._trigger(
                 Member.PointsReleased,
-                order_id=credit.order_id,
-                points=credit.points,
-                pending=-credit.points,
-                debt_repaid=min(self.debt, credit.points),
-                balance=self.balance + credit.points,
-                at=credit.release_at,
+                dict(
+                    order_id=credit.order_id,
+                    points=credit.points,
+                    pending=-credit.points,
+                    debt_repaid=min(self.debt, credit.points),
+                    balance=self.balance + credit.points,
+                    at=credit.release_at,
+                ),
             )
 
     def _expire(self, program: Program, at: datetime) -> None:
         lifetime = program.lot_lifetime
         while self._lots and self._lots[0].date + lifetime <= at:
             lot = self._lots[0]
-            self.trigger_event(
+            self._trigger(
                 Member.PointsExpired,
-                lot_date=lot.date,
-                points=-lot.points,
-                balance=self.balance - lot.points,
-                at=at,
+                dict(
+                    lot_date=lot.date, points=-lot.points, balance=self.balance - lot.points, at=at
+                ),
             )
 
     def _review(self, program: Program, at: datetime) -> None:
@@ -585,17 +601,14 @@ class Member(Aggregate):
         tier = program.tier_for(qualifying).name
         current = self.tier_name(program)
         if tier != current:
-            self.trigger_event(
+            self._trigger(
                 Member.TierChanged,
-                from_tier=current,
-                to_tier=tier,
-                qualifying_points=qualifying,
-                at=at,
+                dict(from_tier=current, to_tier=tier, qualifying_points=qualifying, at=at),
             )
         elif qualifying != self.qualifying_points:
             # Purchases left the window without moving the tier: the read side still
             # shows the member's qualifying points as of this review.
-            self.trigger_event(Member.QualifyingPointsChanged, qualifying_points=qualifying, at=at)
+            self._trigger(Member.QualifyingPointsChanged, dict(qualifying_points=qualifying, at=at))
 
     def _rewarded(
         self, program: Program, kind: str, base: Decimal | int, campaigns: list[Campaign]
@@ -616,14 +629,16 @@ class Member(Aggregate):
         for badge in program.badges_for(kind):
             if badge.id in self.badges or self._count(kind, at, badge.window) < badge.count:
                 continue
-            self.trigger_event(
+            self._trigger(
                 Member.BadgeEarned,
-                badge_id=badge.id,
-                event_id=event_id,
-                points=badge.bonus,
-                debt_repaid=min(self.debt, badge.bonus),
-                balance=self.balance + badge.bonus,
-                at=at,
+                dict(
+                    badge_id=badge.id,
+                    event_id=event_id,
+                    points=badge.bonus,
+                    debt_repaid=min(self.debt, badge.bonus),
+                    balance=self.balance + badge.bonus,
+                    at=at,
+                ),
             )
 
     def _count(self, kind: str, at: datetime, window: timedelta | None) -> int:
@@ -712,11 +727,17 @@ class Member(Aggregate):
             self.campaign_uses[campaign_id] = self.campaign_uses.get(campaign_id, 0) + 1
 
     def trigger_event(self, event_class: type[CanMutateAggregate[UUID]], **kwargs: Any) -> None:
-        """eventsourcing's, for events this aggregate declares and builds itself: built
-        by `build_event` and applied by their own `apply` (services/domain/triggering.py
-        says why). The version moves only once `apply` returned, as in `mutate`."""
+        """eventsourcing's, for events this aggregate declares and builds itself."""
+        self._trigger(event_class, kwargs)
+
+    def _trigger(self, event_class: type[CanMutateAggregate[UUID]], fields: dict[str, Any]) -> None:
+        """`trigger_event(event_class, **fields)`: built by `build_event` and applied by
+        their own `apply` (services/domain/triggering.py says why); the version moves only
+        once `apply` returned, as in `mutate`. The commands pass `dict(...)`, not keywords:
+        a Python function gathering a dozen keywords into `**kwargs` grows a dict key by
+        key, twice the time of `dict`'s own (1.27 against 0.63 us for a purchase's 14)."""
         version = self._version + 1
-        new_event = build_event(event_class, self._id, version, kwargs)
+        new_event = build_event(event_class, self._id, version, fields)
         new_event.apply(self)
         self._version = version
         self._modified_on = new_event.timestamp

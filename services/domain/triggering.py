@@ -39,8 +39,7 @@ class _Plan:
         # keeps a key where it was first put), not a loop a field.
         self.template: dict[str, Any] = dict.fromkeys(_FIRST, _REQUIRED)
         self.template.update(
-            (f.name, _REQUIRED if f.default is dataclasses.MISSING else f.default)
-            for f in declared
+            (f.name, _REQUIRED if f.default is dataclasses.MISSING else f.default) for f in declared
         )
         self.declared = frozenset(f.name for f in declared)
         self.required = frozenset(f.name for f in declared if f.default is dataclasses.MISSING)
