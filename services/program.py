@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from services.errors import OperatorError
+from services.named_tuples import maker
 
 
 class ProgramError(OperatorError):
@@ -195,13 +196,16 @@ class Program:
         return timedelta(days=self.pending_days)
 
 
+_rewarded = maker(Rewarded)
+
+
 def reward(base: Decimal | int, campaigns: list[Campaign]) -> Rewarded:
     """floor(base x the highest campaign multiplier) + every campaign's bonus (section 7)."""
     plain = int(base // 1)
     if not campaigns:
-        return Rewarded(plain)
+        return _rewarded((plain, NO_CAMPAIGN))
     top = max(campaigns, key=lambda c: c.multiplier)  # the first of equals: max keeps it
     multiplied = int((base * top.multiplier) // 1)
     added = {c.id: c.bonus for c in campaigns}
     added[top.id] += multiplied - plain
-    return Rewarded(multiplied + sum(c.bonus for c in campaigns), added)
+    return _rewarded((multiplied + sum(c.bonus for c in campaigns), added))

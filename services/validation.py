@@ -34,6 +34,7 @@ from services.commands import (
 from services.config import Topics
 from services.ingest.messages import InputMessage
 from services.instants import parse_instant, parse_matched_instant
+from services.named_tuples import maker
 from services.program import Program
 from services.schema_structs import compile_schema, matches_instants, message_decoder
 
@@ -194,6 +195,15 @@ class Decoder:
 
 # ---- what each input type adds (named by its registry record) ------------------------
 
+# The commands, one a message: made by tuple.__new__ (services/named_tuples.py).
+_purchase = maker(Purchase)
+_refund = maker(Refund)
+_referral = maker(Referral)
+_social_share = maker(SocialShare)
+_redemption = maker(Redemption)
+_enrolment = maker(Enrolment)
+_review = maker(Review)
+
 
 def decode_purchase(data: Fields, at: datetime, program: Program) -> Command:
     amount = _amount(data["amount"], upper=MAX_PURCHASE_AMOUNT)
@@ -202,16 +212,16 @@ def decode_purchase(data: Fields, at: datetime, program: Program) -> Command:
             f"purchase: currency {_show(data['currency'])} is not the program currency "
             f"{program.currency!r}"
         )
-    return Purchase(data["event_id"], data["member_id"], data["order_id"], amount, at)
+    return _purchase((data["event_id"], data["member_id"], data["order_id"], amount, at))
 
 
 def decode_refund(data: Fields, at: datetime, program: Program) -> Command:
     amount = _amount(data["amount"])
-    return Refund(data["event_id"], data["member_id"], data["order_id"], amount, at)
+    return _refund((data["event_id"], data["member_id"], data["order_id"], amount, at))
 
 
 def decode_referral(data: Fields, at: datetime, program: Program) -> Command:
-    return Referral(data["event_id"], data["referee_id"], data["referrer_id"], at)
+    return _referral((data["event_id"], data["referee_id"], data["referrer_id"], at))
 
 
 def decode_social_share(data: Fields, at: datetime, program: Program) -> Command:
@@ -220,14 +230,16 @@ def decode_social_share(data: Fields, at: datetime, program: Program) -> Command
             f"social_share: network {_show(data['network'])} is not one of "
             f"{sorted(program.networks)}"
         )
-    return SocialShare(data["event_id"], data["member_id"], data["network"], data.get("url"), at)
+    return _social_share(
+        (data["event_id"], data["member_id"], data["network"], data.get("url"), at)
+    )
 
 
 def decode_redemption(data: Fields, at: datetime, program: Program) -> Command:
     points = data["points"]
     if isinstance(points, bool) or not isinstance(points, int):
         raise InvalidEvent("redemption: field 'points' must be an integer")
-    return Redemption(data["event_id"], data["member_id"], points, data["reward"], at)
+    return _redemption((data["event_id"], data["member_id"], points, data["reward"], at))
 
 
 def decode_member_enrolled(data: Fields, at: datetime, program: Program) -> Command:
@@ -246,15 +258,15 @@ def decode_member_enrolled(data: Fields, at: datetime, program: Program) -> Comm
                 f"member_enrolled: field 'birth_date' {raw} is out of range (from "
                 f"{EARLIEST_BIRTH_DATE} up to the UTC date of occurred_at, {latest})"
             )
-    return Enrolment(data["event_id"], data["member_id"], birth_date, data.get("channel"), at)
+    return _enrolment((data["event_id"], data["member_id"], birth_date, data.get("channel"), at))
 
 
 def decode_review(data: Fields, at: datetime, program: Program) -> Command:
     rating = data["rating"]
     if isinstance(rating, bool) or not isinstance(rating, int):
         raise InvalidEvent("review: field 'rating' must be an integer from 1 to 5")
-    return Review(
-        data["event_id"], data["member_id"], data["product_id"], rating, data.get("order_id"), at
+    return _review(
+        (data["event_id"], data["member_id"], data["product_id"], rating, data.get("order_id"), at)
     )
 
 

@@ -33,6 +33,7 @@ from eventsourcing.utils import get_topic
 from services.domain.lots import Lot, Order, PendingCredit, Referral
 from services.domain.triggering import build_event
 from services.domain.window import OrderWindow
+from services.named_tuples import maker
 from services.program import Campaign, Program, Rewarded, reward
 
 __all__ = [
@@ -88,6 +89,8 @@ class Outcome:
 
 
 APPLIED = Outcome()
+NOTHING_REWARDED = Rewarded(0)
+_lot = maker(Lot)
 
 # [lot date, points taken] pairs, oldest lot first: the shape stored in events.
 Consumed = list[list[Any]]
@@ -372,7 +375,7 @@ class Member(Aggregate):
         """`network` is one of the program's networks: the caller validated it."""
         self._steps_0_to_2(program, at)
         day = utc_day(at)
-        earned = Rewarded(0)
+        earned = NOTHING_REWARDED
         if self.shares_by_day.get(day, 0) < program.shares_per_day and program.share_points:
             earned = self._rewarded(
                 program,
@@ -482,7 +485,7 @@ class Member(Aggregate):
     ) -> Outcome:
         self._steps_0_to_2(program, at)
         day = utc_day(at)
-        earned = Rewarded(0)
+        earned = NOTHING_REWARDED
         rewarded = (
             product_id not in self.reviewed_products
             and self.rewarded_reviews_by_day.get(day, 0) < program.rewarded_reviews_per_day
@@ -692,9 +695,9 @@ class Member(Aggregate):
         # (a long member holds thousands of lots).
         i = bisect_left(lots, at, key=_lot_date)
         if i < len(lots) and lots[i].date == at:
-            lots[i] = Lot(at, lots[i].points + remainder)
+            lots[i] = _lot((at, lots[i].points + remainder))
         else:
-            lots.insert(i, Lot(at, remainder))
+            lots.insert(i, _lot((at, remainder)))
         self._held += remainder
 
     def _take(self, consumed: Consumed) -> None:
@@ -705,7 +708,7 @@ class Member(Aggregate):
                 held = lots[i].points
                 left = held - taken
                 if left > 0:
-                    lots[i] = Lot(lot_date, left)
+                    lots[i] = _lot((lot_date, left))
                 else:
                     del lots[i]
                 self._held -= held - max(left, 0)

@@ -29,11 +29,13 @@ from services.ingest.messages import DeadLetter, InputMessage
 from services.ingest.pipeline import Stopped, WritePath
 from services.ingest.service import NOTHING_STORED, IngestService
 from services.kafka_clients import client_options, start
+from services.named_tuples import maker
 from services.store.checkpoint import Checkpoint, InputPosition
 from services.store.ledger import Ledger
 from services.topics import check_dead_letter_room
 
 log = logging.getLogger(__name__)
+_message = maker(InputMessage)
 
 # A worker that dies (SIGKILL, a lost host) keeps its partitions until its session times
 # out: 6 s is the broker's smallest allowed, so a restarted or surviving worker takes
@@ -360,10 +362,9 @@ class IngestLoop:
                 if fresh:
                     self.next_offsets[key] = fresh[-1].offset + 1
                 incarnation = self._incarnations.get(key, 0)
+                topic, partition = tp.topic, tp.partition
                 batch.extend(
-                    InputMessage(
-                        tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp, incarnation
-                    )
+                    _message((topic, partition, r.offset, r.key, r.value, r.timestamp, incarnation))
                     for r in fresh
                 )
         return batch

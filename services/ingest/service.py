@@ -28,6 +28,7 @@ from services.domain.member_snapshot import SNAPSHOT_EVERY
 from services.faults import Contention
 from services.ingest.messages import DeadLetter, Decoded, InputMessage
 from services.inputs import REGISTRY, Registry
+from services.named_tuples import maker
 from services.program import Program
 from services.store.checkpoint import Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.ledger import Ledger
@@ -128,6 +129,8 @@ def interleave(decoded: Sequence[Decoded]) -> list[Decoded]:
 
 
 _occurred_at = attrgetter("command.at")
+_decoded = maker(Decoded)
+_receipt = maker(Receipt)
 _event_id_of = attrgetter("command.event_id")
 _partition_of = attrgetter("topic", "partition")
 _member_id_of = attrgetter("command.member_id")
@@ -236,7 +239,7 @@ class IngestService:
         dead: list[DeadLetter] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, self._decoder.decode(message)))
+                decoded.append(_decoded((message, self._decoder.decode(message))))
             except InvalidEvent as exc:
                 dead.append(DeadLetter(message, str(exc)))
             except Exception as exc:  # a decoder bug must not stop the worker: say what broke
@@ -366,7 +369,7 @@ class IngestService:
                 )
                 decided(referrer)
             outcome = rejected if decision.rejected else applied
-            add_receipt(Receipt(event_id, m.topic, m.partition, m.offset, outcome))
+            add_receipt(_receipt((event_id, m.topic, m.partition, m.offset, outcome)))
         return _checkpoint((d.message for d in decoded), receipts, duplicates, dead)
 
     def _referrers(self, decoded: Sequence[Decoded]) -> set[str]:
