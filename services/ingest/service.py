@@ -200,7 +200,8 @@ class MemberCache:
 
     def prefetch(self, member_ids: Iterable[str]) -> None:
         """Loads every member not yet cached in one query: a batch's misses, at once."""
-        missing = set(member_ids).difference(self._members)
+        # Not set.difference: given an OrderedDict, it walks all of it.
+        missing = {m for m in member_ids if m not in self._members}
         if not missing:
             return
         loaded = self._ledger.members(missing)
