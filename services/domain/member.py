@@ -600,9 +600,10 @@ class Member(Aggregate):
             )
 
     def _review(self, program: Program, at: datetime) -> None:
-        qualifying = self.qualifying_points_at(program, at)
+        # Twice a command: `qualifying_points_at` and `tier_name`, inline.
+        qualifying = self._window.between(at - program.qualifying_window, at)
         tier = program.tier_for(qualifying).name
-        current = self.tier_name(program)
+        current = self.tier or program.lowest_tier
         if tier != current:
             self._trigger(
                 Member.TierChanged,
