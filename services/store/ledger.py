@@ -19,7 +19,7 @@ from services.domain import member_snapshot
 from services.domain.member import Member
 from services.store.checkpoint import Checkpoint, InputPosition, incarnation_of, tracking_name
 from services.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder, SnapshotRow
-from services.store.transcoder import LedgerMapper, OrjsonTranscoder
+from services.store.transcoder import LedgerMapper, OrjsonTranscoder, StoredRow
 from services.store.urls import DatabaseUrl
 
 SCHEMA_LOCK = 0x4C4F59414C5459  # "LOYALTY": the advisory lock held while creating tables
@@ -124,10 +124,18 @@ class Ledger(Application[UUID]):
 
     def put(self, events: Sequence[Any], checkpoint: Checkpoint) -> None:
         """Stores events already collected from their members, and the checkpoint,
-        atomically: what a batch decided while the one before it was being written.
-        Mapped by the ledger's own mapper straight to rows (not through the library's
-        `EventStore.put`, which would make a StoredEvent of each)."""
-        self.store.insert_rows(map(cast(LedgerMapper, self.mapper).to_row, events), checkpoint)
+        atomically."""
+        self.put_rows(self.rows(events), checkpoint)
+
+    def rows(self, events: Iterable[Any]) -> list[StoredRow]:
+        """Events as the store's rows, by the ledger's own mapper (not through the
+        library's `EventStore.put`, which would make a StoredEvent of each)."""
+        return list(map(cast(LedgerMapper, self.mapper).to_row, events))
+
+    def put_rows(self, rows: Iterable[StoredRow], checkpoint: Checkpoint) -> None:
+        """Stores mapped events and the checkpoint atomically: what a batch decided
+        while the one before it was being written."""
+        self.store.insert_rows(rows, checkpoint)
 
     def input_position(self, topic: str, partition: int) -> InputPosition | None:
         """How far the store has taken that input partition in, in its latest incarnation;
