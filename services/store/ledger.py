@@ -28,6 +28,7 @@ LedgerRecorder = LedgerPostgresRecorder | LedgerSQLiteRecorder
 
 class Ledger(Application[UUID]):
     name = "Ledger"
+    mapper: LedgerMapper  # construct_mapper's
 
     @classmethod
     def open(cls, database_url: str) -> Ledger:
@@ -130,7 +131,7 @@ class Ledger(Application[UUID]):
     def rows(self, events: Iterable[Any]) -> list[StoredRow]:
         """Events as the store's rows, by the ledger's own mapper (not through the
         library's `EventStore.put`, which would make a StoredEvent of each)."""
-        return list(map(cast(LedgerMapper, self.mapper).to_row, events))
+        return list(map(self.mapper.to_row, events))
 
     def put_rows(self, rows: Iterable[StoredRow], checkpoint: Checkpoint) -> None:
         """Stores mapped events and the checkpoint atomically: what a batch decided
