@@ -11,6 +11,9 @@ is confirmed by `make bench` before it is kept.
 
     python -m tests.bench.instructions [--small 5000] [--large 15000]
 
+The default window is mostly new members' first events; `--small 40000 --large 50000`
+measures members with histories (the steady state of a long stream), in ~15 minutes.
+
 Needs `valgrind` on the PATH and LOYALTY_DATABASE_URL (a server it may create databases
 on); ~1.5 minutes.
 """
