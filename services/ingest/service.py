@@ -315,18 +315,19 @@ class IngestService:
         # (ours before a crash, or another worker's before a rebalance): never again.
         messages = [d.message for d in decoded] + [d.message for d in dead]
         positions = self._ledger.input_positions(set(map(_partition_of, messages)))
-        # InputPosition.holds, inline: (incarnation, offset) above the stored one is fresh.
-        stored = {key: (p.incarnation, p.offset) for key, p in positions.items()}
-        nothing = (NOTHING_STORED.incarnation, NOTHING_STORED.offset)
+        # InputPosition.holds, inline: a message is fresh when its (incarnation, offset)
+        # comes after its partition's stored position, both compared as tuples.
         fresh_decoded = [
             d
             for d in decoded
-            if (d.message.incarnation, d.message.offset) > stored.get(d.message[:2], nothing)
+            if (d.message.incarnation, d.message.offset)
+            > positions.get(d.message[:2], NOTHING_STORED)
         ]
         fresh_dead = [
             d
             for d in dead
-            if (d.message.incarnation, d.message.offset) > stored.get(d.message[:2], nothing)
+            if (d.message.incarnation, d.message.offset)
+            > positions.get(d.message[:2], NOTHING_STORED)
         ]
         skipped = len(decoded) + len(dead) - len(fresh_decoded) - len(fresh_dead)
         return fresh_decoded, fresh_dead, skipped

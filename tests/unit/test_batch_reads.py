@@ -69,3 +69,19 @@ def test_the_referrers_a_batch_credits_are_read_with_the_batch_not_one_by_one(
         member = context.ledger.member(referrer)
         assert member is not None
         assert member.balance == 20 + context.program.referrer_bonus
+
+
+def test_a_batch_skips_what_the_store_took_in_and_takes_a_restarted_partition_anew(
+    context: Context,
+) -> None:
+    # Given offsets 0-2 of a partition taken in
+    service = context.ingest_service()
+    service.commit(*service.decode([purchase(i, "ann") for i in range(3)]))
+    # When a batch holds two of them again, one after them, and a restart of the
+    # partition (its next incarnation) at offsets the first one already had
+    again = [purchase(1, "ann"), purchase(2, "ann"), purchase(3, "ann")]
+    restarted = [purchase(10 + i, "bob")._replace(offset=i, incarnation=1) for i in range(2)]
+    report = service.commit(*service.decode(again + restarted))
+    # Then the two already stored are skipped, and the other three are applied
+    assert report.skipped == 2
+    assert sum(report.outcomes.values()) == 3
