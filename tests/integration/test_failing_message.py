@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -12,20 +13,27 @@ from services.config import Topics
 from services.domain.member import Member, Outcome
 from services.ingest.consumer import IngestLoop
 from services.ingest.service import IngestService
-from services.inputs import REGISTRY
+from services.inputs import REGISTRY, Registry
+from services.program import Program
 from services.validation import Decoder
 from tests.integration.harness import context_for, event, read_to_end, send, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-class FailsOnOneEvent(IngestService):
-    """Stands in for a bug the domain may one day have: raises on one event_id."""
+def fails_on_one_event() -> Registry:
+    """The input types, with a purchase handler standing in for a bug the domain may one
+    day have: it raises on one event_id."""
+    purchase = REGISTRY.by_name("purchase")
+    assert purchase is not None and purchase.handle is not None
+    decide = purchase.handle
 
-    def _apply(self, member: Member, command: Command) -> Outcome:
+    def handle(member: Member, program: Program, command: Command) -> Outcome:
         if command.event_id == "boom":
             raise ZeroDivisionError("a bug in a rule")
-        return super()._apply(member, command)
+        return decide(member, program, command)
+
+    return Registry(tuple(replace(t, handle=handle) if t is purchase else t for t in REGISTRY))
 
 
 async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
@@ -55,8 +63,11 @@ async def test_the_failing_message_is_dead_lettered_and_the_worker_goes_on(
         topics=topics.inputs,
         dead_letter_topic=topics.dead_letters,
         ledger=context.ledger,
-        service=FailsOnOneEvent(
-            context.ledger, context.program, Decoder(context.program, topics, REGISTRY)
+        service=IngestService(
+            context.ledger,
+            context.program,
+            Decoder(context.program, topics, REGISTRY),
+            fails_on_one_event(),
         ),
         batch_max=100,
         batch_seconds=0.1,
