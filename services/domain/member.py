@@ -600,10 +600,9 @@ class Member(Aggregate):
             )
 
     def _review(self, program: Program, at: datetime) -> None:
-        # Twice a command: `qualifying_points_at` and `tier_name`, inline.
-        qualifying = self._window.between(at - program.qualifying_window, at)
+        qualifying = self.qualifying_points_at(program, at)
         tier = program.tier_for(qualifying).name
-        current = self.tier or program.lowest_tier
+        current = self.tier_name(program)
         if tier != current:
             self._trigger(
                 Member.TierChanged,
