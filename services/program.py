@@ -134,7 +134,7 @@ class Program:
         return self._tiers_by_name[name]
 
     def multiplier(self, tier_name: str) -> Decimal:
-        return self._tiers_by_name[tier_name].multiplier
+        return self.tier_named(tier_name).multiplier
 
     @cached_property
     def lowest_tier(self) -> str:
