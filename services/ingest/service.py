@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from operator import attrgetter, le
+from typing import TypeVar
 
 from eventsourcing.persistence import IntegrityError
 
@@ -135,6 +136,21 @@ _receipt = maker(Receipt)
 _event_id_of = attrgetter("command.event_id")
 _partition_of = attrgetter("topic", "partition")
 _member_id_of = attrgetter("command.member_id")
+
+
+Item = TypeVar("Item", Decoded, DeadLetter)
+
+
+def _fresh(items: Sequence[Item], positions: dict[tuple[str, int], InputPosition]) -> list[Item]:
+    """The items whose message is not held by its partition's stored position: what
+    `InputPosition.holds` says, as the tuple comparison it is, inline rather than a call
+    a message."""
+    return [
+        item
+        for item in items
+        if (item.message.incarnation, item.message.offset)
+        > positions.get(item.message[:2], NOTHING_STORED)
+    ]
 
 
 def _in_time_order(run: list[Decoded]) -> bool:
@@ -315,20 +331,8 @@ class IngestService:
         # (ours before a crash, or another worker's before a rebalance): never again.
         messages = [d.message for d in decoded] + [d.message for d in dead]
         positions = self._ledger.input_positions(set(map(_partition_of, messages)))
-        # InputPosition.holds, inline: a message is fresh when its (incarnation, offset)
-        # comes after its partition's stored position, both compared as tuples.
-        fresh_decoded = [
-            d
-            for d in decoded
-            if (d.message.incarnation, d.message.offset)
-            > positions.get(d.message[:2], NOTHING_STORED)
-        ]
-        fresh_dead = [
-            d
-            for d in dead
-            if (d.message.incarnation, d.message.offset)
-            > positions.get(d.message[:2], NOTHING_STORED)
-        ]
+        fresh_decoded = _fresh(decoded, positions)
+        fresh_dead = _fresh(dead, positions)
         skipped = len(decoded) + len(dead) - len(fresh_decoded) - len(fresh_dead)
         return fresh_decoded, fresh_dead, skipped
 

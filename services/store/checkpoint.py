@@ -49,9 +49,8 @@ class InputPosition(NamedTuple):
 
     def holds(self, incarnation: int, offset: int) -> bool:
         """True when the message at `offset` of that incarnation was taken in already."""
-        return incarnation < self.incarnation or (
-            incarnation == self.incarnation and offset <= self.offset
-        )
+        # Positions order as (incarnation, offset) tuples, which this is.
+        return (incarnation, offset) <= self
 
 
 @dataclass
