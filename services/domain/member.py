@@ -1058,14 +1058,11 @@ class Member(Aggregate):
             member.qualifying_points = self.qualifying_points
 
 
-# A SHA-1 and a UUID per call, and a batch asks twice for each new member (to look it up,
-# then to create it): the last members' ids are kept (~15 MB at most).
-@lru_cache(maxsize=65_536)
+# A batch asks for a new member's id twice (to read it, then to register it), at ~3 us a
+# uuid5 in Python: a batch's members (at most 5,000, and their referrers) fit the cache,
+# and a worker's RSS hardly notices it.
 @lru_cache(maxsize=16_384)
 def _member_uuid(member_id: str) -> UUID:
-    # A batch asks for a new member's id twice (to read it, then to register it), at
-    # ~2 us a uuid5 in Python: a batch's members (at most 5,000, and their referrers)
-    # fit the cache, and a worker's RSS hardly notices it.
     return uuid5(MEMBER_NAMESPACE, member_id)
 
 
