@@ -1,13 +1,15 @@
 # The two commands: `make run` and `make test`. Everything else is a step of theirs.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The interpreter the virtualenv is made with: deploy/python.sh picks one (the
+# distribution's optimised build first); `make PYTHON=/path/to/python3.11 ...` overrides.
+PYTHON ?=
 VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: run test chaos bench unit lint venv services-up services-down clean
 
 $(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || { python=$(or $(PYTHON),$$(bash deploy/python.sh)) && "$$python" -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $(STAMP)
