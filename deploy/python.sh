@@ -4,9 +4,10 @@
 # The distribution's Python 3.11 comes first: Debian's and Ubuntu's are built
 # with profile-guided optimisation and link-time optimisation, as is the Docker image's
 # (python:3.11-slim, deploy/Dockerfile). A version manager's default build is neither:
-# pyenv's, without PYTHON_CONFIGURE_OPTS, ran the same worker 10-25% slower on the same
-# machine (`python -m tests.bench.bench --ingest-only`, README "Throughput"), so the
-# bench measured an interpreter production never runs.
+# pyenv's, without PYTHON_CONFIGURE_OPTS, ran the same worker ~12% slower on the same
+# machine (alternating pairs of `python -m tests.bench.bench --ingest-only`; README,
+# "Performance", the tenth pass), so the bench measured an interpreter production never
+# runs.
 #
 # A candidate must be able to make a virtualenv (Debian splits that into python3.11-venv).
 set -euo pipefail

@@ -508,7 +508,7 @@ def main() -> int:
             measure_as_of(replace(settings, database_url=new_database(services)))
             return 0
         # Every figure is the interpreter's as much as the code's: an unoptimised build
-        # (pyenv's default) ran the worker 10-25% slower than a PGO and LTO one.
+        # (pyenv's default) ran the worker ~12% slower than a PGO and LTO one.
         log(f"interpreter: Python {platform.python_version()}, {interpreter()}")
         lines = stream(args.events)
         log(f"publishing {len(lines):,} events")
